@@ -1,0 +1,155 @@
+"""The paper's experiments as data: one `Preset` per experiment, each with a `paper` and a `quick` profile.
+
+Owns: the presets (hyperparameters exactly as in ../shared/paper-facts.md, Figure 2 and Appendices G-I),
+what each quick profile changes and why, the profile switch (`LTH_PROFILE`, default "quick"), and
+`experiment()`, which turns a preset + selections into a hashable `Experiment`.
+
+The quick profiles run on a 2-core CPU in minutes. They keep the architecture, optimizer, learning
+rate, batch size and the per-kind pruning rates' *ladder*, and change only:
+  - iterations per round (and evaluation cadence, warmup and lr milestones scaled with them);
+  - bigger pruning steps: one quick round = two paper rounds (rate 1 - (1 - p)^2: 20% -> 36%,
+    10% -> 19%, 15% -> 27.75%), so quick round k lands exactly on paper round 2k's density;
+  - CIFAR-10: the exact subset available offline (first 4,000 training images: 3,500 train / 500
+    validation; first 1,000 test images), since the full set cannot be had on the machines here.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+
+from .data import DataConfig
+from .lottery import Experiment
+from .masks import PruningRule
+from .training import TrainConfig
+
+PROFILES = ("quick", "paper")
+
+
+def current_profile() -> str:
+    """The one switch: `LTH_PROFILE` (quick or paper); notebooks and the CLI default to it."""
+    profile = os.environ.get("LTH_PROFILE", "quick")
+    if profile not in PROFILES:
+        raise ValueError(f"LTH_PROFILE={profile!r}; use one of {', '.join(PROFILES)}.")
+    return profile
+
+
+@dataclass(frozen=True)
+class Profile:
+    data: DataConfig
+    train: TrainConfig
+    pruning: PruningRule
+    rounds: int   # default number of pruning rounds (after the dense round 0)
+    trials: int   # default number of trials
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    reproduces: str
+    model: str
+    paper: Profile
+    quick: Profile
+    dropout: float = 0.0
+
+    def profile(self, name: str) -> Profile:
+        if name not in PROFILES:
+            raise ValueError(f"unknown profile {name!r}; use one of {', '.join(PROFILES)}.")
+        return getattr(self, name)
+
+
+def double_step(rule: PruningRule) -> PruningRule:
+    """One quick round = two paper rounds."""
+    return replace(rule, rates={k: round(1 - (1 - r) ** 2, 6) for k, r in rule.rates.items()})
+
+
+def scaled(config: TrainConfig, iterations: int, eval_every: int) -> TrainConfig:
+    """The same schedule squeezed into `iterations` (warmup, milestones, report points scale too)."""
+    f = iterations / config.iterations
+    return replace(config, iterations=iterations, eval_every=eval_every, warmup=round(config.warmup * f),
+                   milestones=tuple(round(m * f) for m in config.milestones),
+                   report_at=tuple(round(r * f) for r in config.report_at))
+
+
+MNIST = DataConfig("mnist")                       # 55,000 / 5,000 / 10,000
+CIFAR = DataConfig("cifar10")                     # 45,000 / 5,000 / 10,000
+CIFAR_SUBSET = DataConfig("cifar10", train_examples=4_000, validation_size=500, test_examples=1_000)
+LAYERWISE_FC = PruningRule({"fc": 0.2, "output": 0.1})
+GLOBAL_CONV = PruningRule({"conv": 0.2}, scope="global")   # shortcut and output weights are not pruned
+
+
+def _lenet() -> Preset:
+    paper = Profile(MNIST, TrainConfig("adam", 1.2e-3, 60, 50_000), LAYERWISE_FC, rounds=20, trials=5)
+    quick = Profile(MNIST, scaled(paper.train, 3_000, 250), double_step(LAYERWISE_FC), rounds=8, trials=2)
+    return Preset("lenet-mnist", "Section 2, Figures 3-4: LeNet-300-100 on MNIST", "lenet", paper, quick)
+
+
+def _conv(depth: int, dropout: bool) -> Preset:
+    lr = {2: 2e-4, 4: 3e-4, 6: 3e-4}[depth] if not dropout else {2: 3e-4, 4: 2e-4, 6: 2e-4}[depth]
+    iterations = {2: 20_000, 4: 25_000, 6: 30_000}[depth] * (3 if dropout else 1)
+    rule = PruningRule({"conv": 0.15 if depth == 6 else 0.1, "fc": 0.2, "output": 0.1})
+    paper = Profile(CIFAR, TrainConfig("adam", lr, 60, iterations), rule, rounds=24, trials=5)
+    quick_iterations = {2: 400, 4: 300, 6: 300}[depth] * (2 if dropout else 1)
+    quick = Profile(CIFAR_SUBSET, scaled(paper.train, quick_iterations, 50), double_step(rule), rounds=5,
+                    trials=1)
+    name = f"conv{depth}-cifar10" + ("-dropout" if dropout else "")
+    what = f"Section 3, Figure {6 if dropout else 5}: Conv-{depth} on CIFAR-10" + (" with dropout 0.5" if dropout else "")
+    return Preset(name, what, f"conv{depth}", paper, quick, dropout=0.5 if dropout else 0.0)
+
+
+def _vgg(variant: str) -> Preset:
+    lr, warmup = {"": (0.1, 0), "-lr0.01": (0.01, 0), "-warmup": (0.1, 10_000)}[variant]
+    # 45,000 / 64 = 703.125 iterations per epoch: epochs 80 and 120 are iterations 56,250 and 84,375.
+    train = TrainConfig("sgd", lr, 64, 112_480, weight_decay=1e-4, warmup=warmup,
+                        milestones=(56_250, 84_375), report_at=(30_000, 60_000, 112_480))
+    paper = Profile(replace(CIFAR, augment=True), train, GLOBAL_CONV, rounds=20, trials=5)
+    quick = Profile(replace(CIFAR_SUBSET, augment=True), scaled(train, 40, 10), double_step(GLOBAL_CONV),
+                    rounds=2, trials=1)
+    what = {"": "lr 0.1, no warmup", "-lr0.01": "lr 0.01", "-warmup": "lr 0.1 with 10K warmup"}[variant]
+    return Preset(f"vgg19-cifar10{variant}", f"Section 4, Figure 7: VGG-19, global pruning, {what}",
+                  "vgg19", paper, quick)
+
+
+def _resnet(variant: str) -> Preset:
+    lr, warmup = {"": (0.1, 0), "-lr0.01": (0.01, 0), "-warmup": (0.03, 20_000)}[variant]
+    train = TrainConfig("sgd", lr, 128, 30_000, weight_decay=1e-4, warmup=warmup,
+                        milestones=(20_000, 25_000), report_at=(10_000, 20_000, 30_000))
+    paper = Profile(replace(CIFAR, augment=True), train, GLOBAL_CONV, rounds=20, trials=5)
+    quick = Profile(replace(CIFAR_SUBSET, augment=True), scaled(train, 120, 20), double_step(GLOBAL_CONV),
+                    rounds=3, trials=1)
+    what = {"": "lr 0.1, no warmup", "-lr0.01": "lr 0.01", "-warmup": "lr 0.03 with 20K warmup"}[variant]
+    return Preset(f"resnet18-cifar10{variant}", f"Section 4, Figure 8: ResNet-18, global pruning, {what}",
+                  "resnet18", paper, quick)
+
+
+PRESETS: dict[str, Preset] = {p.name: p for p in [
+    _lenet(),
+    *(_conv(d, False) for d in (2, 4, 6)),
+    *(_conv(d, True) for d in (2, 4, 6)),
+    *(_vgg(v) for v in ("", "-lr0.01", "-warmup")),
+    *(_resnet(v) for v in ("", "-lr0.01", "-warmup")),
+]}
+
+
+class UnknownPresetError(ValueError):
+    pass
+
+
+def get_preset(name: str) -> Preset:
+    if name not in PRESETS:
+        raise UnknownPresetError(f"unknown preset {name!r}; run `lth list` to see them "
+                                 f"({', '.join(PRESETS)}).")
+    return PRESETS[name]
+
+
+def experiment(preset: str, profile: str | None = None, *, strategy: str = "reset", control: str = "none",
+               trial: int = 0, oneshot: tuple[float, ...] = (), rates: dict[str, float] | None = None,
+               scope: str | None = None) -> Experiment:
+    """The Experiment for a preset and profile, with optional overrides of the pruning rule."""
+    chosen = get_preset(preset)
+    prof = chosen.profile(profile or current_profile())
+    rule = prof.pruning
+    if rates or scope:
+        rule = PruningRule({**rule.rates, **(rates or {})}, scope or rule.scope)
+    return Experiment(model=chosen.model, data=prof.data, train=prof.train, pruning=rule,
+                      dropout=chosen.dropout, strategy=strategy, control=control, oneshot=tuple(oneshot),
+                      trial=trial, preset=chosen.name, profile=profile or current_profile())

@@ -1,0 +1,150 @@
+"""Training that honours a mask, with the paper's schedule and metrics.
+
+Owns: `TrainConfig` (optimizer, learning-rate schedule, budget, evaluation cadence), `train` (the loop),
+`evaluate`, and the derived metrics: the early-stopping iteration (iteration of minimum *validation*
+loss), the test accuracy there, and the final test accuracy. The mask is applied explicitly: gradients
+of pruned weights are zeroed before every optimizer step (so Adam moments and momentum never see them)
+and the weights are re-zeroed after it, so pruned weights are exactly zero at every step.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data import DeviceLoader, Split, Splits
+from .masks import Mask
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One round's training, as in the paper's Figure 2 / Appendix tables."""
+
+    optimizer: str                      # "adam" or "sgd" (SGD always with momentum)
+    lr: float
+    batch_size: int
+    iterations: int                     # every round trains the full budget
+    momentum: float = 0.9               # SGD only
+    weight_decay: float = 0.0
+    warmup: int = 0                     # linear warmup from 0 over this many iterations
+    milestones: tuple[int, ...] = ()    # multiply the lr by `gamma` at these iterations
+    gamma: float = 0.1
+    eval_every: int = 100               # validation and test evaluated every N iterations (paper: 100)
+    report_at: tuple[int, ...] = ()     # extra fixed iterations whose test accuracy is reported (VGG/ResNet)
+
+    def __post_init__(self):
+        if self.optimizer not in ("adam", "sgd"):
+            raise ValueError(f"optimizer must be 'adam' or 'sgd'; got {self.optimizer!r}.")
+        if self.iterations < 1 or self.batch_size < 1 or self.eval_every < 1:
+            raise ValueError("iterations, batch_size and eval_every must be positive.")
+
+    def lr_factor(self, iteration: int) -> float:
+        """Learning-rate multiplier for the step taken at `iteration` (0-based)."""
+        warm = min(1.0, (iteration + 1) / self.warmup) if self.warmup else 1.0
+        return warm * self.gamma ** sum(iteration >= m for m in self.milestones)
+
+
+class Progress(Protocol):
+    def update(self, n: int) -> Any: ...
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                           weight_decay=config.weight_decay)
+
+
+def apply_mask(model: nn.Module, mask: Mask) -> None:
+    """Zero the pruned weights in place."""
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, m in mask.items():
+            params[name].mul_(m)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, split: Split, batch_size: int = 2_500) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean loss, accuracy) as 0-d tensors on the device; no host sync here."""
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), device=split.images.device)
+    correct = torch.zeros((), device=split.images.device)
+    for start in range(0, len(split), batch_size):
+        logits = model(split.images[start:start + batch_size])
+        labels = split.labels[start:start + batch_size]
+        loss_sum += F.cross_entropy(logits, labels, reduction="sum")
+        correct += (logits.argmax(1) == labels).sum()
+    model.train(was_training)
+    return loss_sum / len(split), correct / len(split)
+
+
+def summarize(curves: dict[str, list[float]], report_at: tuple[int, ...] = ()) -> dict[str, Any]:
+    """The paper's metrics from the recorded curves."""
+    best = min(range(len(curves["iteration"])), key=lambda i: (curves["val_loss"][i], i))
+    summary = {
+        "early_stop_iteration": curves["iteration"][best],
+        "early_stop_val_loss": curves["val_loss"][best],
+        "early_stop_val_accuracy": curves["val_accuracy"][best],
+        "early_stop_test_accuracy": curves["test_accuracy"][best],
+        "final_test_accuracy": curves["test_accuracy"][-1],
+    }
+    for target in report_at:
+        nearest = min(range(len(curves["iteration"])), key=lambda i: abs(curves["iteration"][i] - target))
+        summary[f"test_accuracy_at_{target}"] = curves["test_accuracy"][nearest]
+    return summary
+
+
+def train(model: nn.Module, mask: Mask, splits: Splits, config: TrainConfig, seed: int,
+          augment: bool = False, snapshot_at: int | None = None,
+          progress: Progress | None = None) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None]:
+    """Train `model` in place under `mask`; return (metrics, state_dict at iteration `snapshot_at`).
+
+    `seed` fixes the data order, augmentation and dropout, so the same seed gives the same run.
+    """
+    device = splits.train.images.device
+    model.to(device).train()
+    params = dict(model.named_parameters())
+    masked = [params[name] for name in mask]
+    factors = [m.to(device=device, dtype=params[name].dtype) for name, m in mask.items()]
+    apply_mask(model, Mask(zip(mask, factors)))
+    optimizer = make_optimizer(model, config)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, config.lr_factor)
+    loader = iter(DeviceLoader(splits.train, config.batch_size, seed, augment))
+    curves: dict[str, list[float]] = {k: [] for k in ("iteration", "train_loss", "val_loss", "val_accuracy",
+                                                      "test_loss", "test_accuracy")}
+    snapshot = copy.deepcopy(model.state_dict()) if snapshot_at == 0 else None
+    running, seen = torch.zeros((), device=device), 0
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)  # dropout
+        for iteration in range(1, config.iterations + 1):
+            images, labels = next(loader)
+            loss = F.cross_entropy(model(images), labels)
+            optimizer.zero_grad()
+            loss.backward()
+            torch._foreach_mul_([p.grad for p in masked], factors)  # moments never see pruned weights
+            optimizer.step()
+            schedule.step()
+            with torch.no_grad():
+                torch._foreach_mul_(masked, factors)
+            running += loss.detach()
+            seen += 1
+            if iteration == snapshot_at:
+                snapshot = copy.deepcopy(model.state_dict())
+            if iteration % config.eval_every == 0 or iteration == config.iterations:
+                results = torch.stack([running / seen, *evaluate(model, splits.validation),
+                                       *evaluate(model, splits.test)]).tolist()  # the one sync per eval
+                for key, value in zip(list(curves)[1:], results):
+                    curves[key].append(value)
+                curves["iteration"].append(iteration)
+                running, seen = torch.zeros((), device=device), 0
+                if progress is not None:
+                    progress.update(iteration - (curves["iteration"][-2] if len(curves["iteration"]) > 1 else 0))
+                if not math.isfinite(results[0]):
+                    raise FloatingPointError(f"training diverged at iteration {iteration} (loss {results[0]}).")
+    return {"curves": curves, **summarize(curves, config.report_at)}, snapshot
