@@ -54,6 +54,9 @@ class Experiment:
 
     def __post_init__(self):
         check_strategy(self.strategy)
+        if (self.rewind_iteration or 0) > self.train.iterations:  # round 0 would never reach it
+            raise ValueError(f"{self.strategy} rewinds past the end of training ({self.train.iterations} "
+                             f"iterations per round); choose K <= {self.train.iterations}.")
         if self.control not in CONTROLS:
             raise ValueError(f"unknown control {self.control!r}; choose one of {', '.join(CONTROLS)}.")
         if self.oneshot and self.strategy != "reset":
@@ -122,8 +125,9 @@ def _train_round(experiment: Experiment, store: RunStore, run, index: int, model
     metrics = {"round": index, "density": _prunable_density(mask, experiment, kinds),
                "layer_density": mask.layer_densities(), **metrics}
     store.save_json(folder / "metrics.json", metrics)  # last: marks the round finished
-    if index >= 2:  # older trained weights are not needed again (round 0 feeds one-shot; keep it)
-        store.discard(store.round_dir(run, index - 1) / "trained.pt")
+    if index >= 3:  # older trained weights are not needed again (round 0 feeds one-shot; keep it). The
+        # previous round's are kept, so deleting this round's folder (what a StoreError says) can redo it.
+        store.discard(store.round_dir(run, index - 2) / "trained.pt")
     if progress and progress.end_round:
         progress.end_round(experiment, metrics)
     return metrics

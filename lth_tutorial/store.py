@@ -8,7 +8,7 @@ a corrupted file is an error that names the folder to delete). Layout of a run::
                 init.pt                initial weights (state_dict)
                 rewind.pt              weights at the rewind iteration (strategy rewind:K only)
                 round_003/mask.pt      the mask this round trains under
-                round_003/trained.pt   weights after training (kept for round 0 and the latest round)
+                round_003/trained.pt   weights after training (kept for round 0 and the latest two rounds)
                 round_003/metrics.json written last: a round is finished iff this file exists
 """
 from __future__ import annotations
