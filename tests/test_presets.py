@@ -1,0 +1,261 @@
+"""Presets: the paper profiles match the paper exactly; quick profiles change only what they say."""
+from __future__ import annotations
+
+from dataclasses import replace
+from functools import lru_cache
+
+import pytest
+import torch
+
+from lth_tutorial.data import FULL_SIZES, DataConfig
+from lth_tutorial.lottery import Experiment
+from lth_tutorial.masks import PruningRule, ladder_density
+from lth_tutorial.models import create_model, weight_kinds
+from lth_tutorial.presets import (PRESETS, PROFILES, UnknownPresetError, current_profile, double_step,
+                                  experiment, get_preset)
+from lth_tutorial.store import config_hash
+from lth_tutorial.training import TrainConfig
+
+CONV = {"conv2": (2e-4, 20_000, 0.1), "conv4": (3e-4, 25_000, 0.1), "conv6": (3e-4, 30_000, 0.15)}
+CONV_DROPOUT = {"conv2": (3e-4, 60_000), "conv4": (2e-4, 75_000), "conv6": (2e-4, 90_000)}
+
+
+def split_sizes(data: DataConfig) -> tuple[int, int, int]:
+    train = data.train_examples or FULL_SIZES[(data.dataset, "train")]
+    return train - data.validation_size, data.validation_size, data.test_examples or FULL_SIZES[(data.dataset, "test")]
+
+
+@lru_cache(maxsize=None)
+def shapes(model: str) -> tuple[dict[str, str], dict[str, int]]:
+    with torch.device("meta"):  # sizes only: no memory, no init cost (VGG-19 has 20M weights)
+        net = create_model(model)
+    kinds = weight_kinds(net)
+    params = dict(net.named_parameters())
+    return kinds, {n: params[n].numel() for n in kinds}
+
+
+def test_all_presets_exist():
+    assert set(PRESETS) == {
+        "lenet-mnist", "conv2-cifar10", "conv4-cifar10", "conv6-cifar10", "conv2-cifar10-dropout",
+        "conv4-cifar10-dropout", "conv6-cifar10-dropout", "vgg19-cifar10", "vgg19-cifar10-lr0.01",
+        "vgg19-cifar10-warmup", "resnet18-cifar10", "resnet18-cifar10-lr0.01", "resnet18-cifar10-warmup"}
+    assert all(get_preset(name).name == name and get_preset(name).reproduces for name in PRESETS)
+
+
+# ---- paper profiles ----------------------------------------------------------------------------------
+
+
+def test_lenet_paper_profile():
+    preset = get_preset("lenet-mnist")
+    paper = preset.paper
+    assert preset.model == "lenet" and preset.dropout == 0.0
+    assert paper.train == TrainConfig("adam", 1.2e-3, 60, 50_000, eval_every=100)
+    assert (paper.train.weight_decay, paper.train.warmup, paper.train.milestones) == (0.0, 0, ())
+    assert paper.pruning == PruningRule({"fc": 0.2, "output": 0.1}, scope="layerwise")
+    assert paper.data.dataset == "mnist" and not paper.data.augment
+    assert split_sizes(paper.data) == (55_000, 5_000, 10_000)
+    assert paper.trials == 5
+
+
+@pytest.mark.parametrize("depth", ["conv2", "conv4", "conv6"])
+def test_conv_paper_profiles(depth):
+    lr, iterations, conv_rate = CONV[depth]
+    preset = get_preset(f"{depth}-cifar10")
+    paper = preset.paper
+    assert preset.model == depth and preset.dropout == 0.0
+    assert paper.train == TrainConfig("adam", lr, 60, iterations, eval_every=100)
+    assert paper.pruning == PruningRule({"conv": conv_rate, "fc": 0.2, "output": 0.1}, scope="layerwise")
+    assert paper.data.dataset == "cifar10" and not paper.data.augment
+    assert split_sizes(paper.data) == (45_000, 5_000, 10_000)
+
+
+@pytest.mark.parametrize("depth", ["conv2", "conv4", "conv6"])
+def test_conv_dropout_paper_profiles(depth):
+    lr, iterations = CONV_DROPOUT[depth]
+    preset = get_preset(f"{depth}-cifar10-dropout")
+    assert preset.model == depth and preset.dropout == 0.5
+    assert preset.paper.train == TrainConfig("adam", lr, 60, iterations, eval_every=100)
+    assert preset.paper.pruning == get_preset(f"{depth}-cifar10").paper.pruning
+    assert split_sizes(preset.paper.data) == (45_000, 5_000, 10_000)
+    # and the model really has dropout on its fc layers
+    net = create_model(depth, seed=0, dropout=preset.dropout)
+    assert [m.p for m in net.modules() if isinstance(m, torch.nn.Dropout)] == [0.5, 0.5]
+
+
+@pytest.mark.parametrize("variant,lr,warmup", [("", 0.1, 0), ("-lr0.01", 0.01, 0), ("-warmup", 0.1, 10_000)])
+def test_vgg_paper_profiles(variant, lr, warmup):
+    preset = get_preset(f"vgg19-cifar10{variant}")
+    train = preset.paper.train
+    assert preset.model == "vgg19" and preset.dropout == 0.0
+    assert (train.optimizer, train.lr, train.momentum, train.weight_decay, train.batch_size) == ("sgd", lr, 0.9, 1e-4, 64)
+    assert train.iterations == 112_480  # 160 epochs of 45,000 / 64
+    assert train.warmup == warmup
+    # epochs 80 and 120 at 45,000 / 64 = 703.125 iterations per epoch
+    assert train.milestones == (56_250, 84_375) == (round(80 * 45_000 / 64), round(120 * 45_000 / 64))
+    assert train.gamma == 0.1 and train.eval_every == 100
+    assert train.report_at == (30_000, 60_000, 112_480)
+    assert preset.paper.pruning == PruningRule({"conv": 0.2}, scope="global")
+    kinds, _ = shapes("vgg19")
+    assert preset.paper.pruning.prunable(kinds) == [n for n, k in kinds.items() if k == "conv"]
+    assert "output.weight" not in preset.paper.pruning.prunable(kinds)
+    assert preset.paper.data.augment is True
+    assert split_sizes(preset.paper.data) == (45_000, 5_000, 10_000)
+
+
+@pytest.mark.parametrize("variant,lr,warmup", [("", 0.1, 0), ("-lr0.01", 0.01, 0), ("-warmup", 0.03, 20_000)])
+def test_resnet_paper_profiles(variant, lr, warmup):
+    preset = get_preset(f"resnet18-cifar10{variant}")
+    train = preset.paper.train
+    assert preset.model == "resnet18" and preset.dropout == 0.0
+    assert (train.optimizer, train.lr, train.momentum, train.weight_decay, train.batch_size) == ("sgd", lr, 0.9, 1e-4, 128)
+    assert train.iterations == 30_000 and train.warmup == warmup
+    assert train.milestones == (20_000, 25_000) and train.gamma == 0.1 and train.eval_every == 100
+    assert train.report_at == (10_000, 20_000, 30_000)
+    rule = preset.paper.pruning
+    assert rule == PruningRule({"conv": 0.2}, scope="global")
+    kinds, sizes = shapes("resnet18")
+    excluded = [n for n in kinds if n not in rule.prunable(kinds)]
+    assert {kinds[n] for n in excluded} == {"shortcut", "output"}
+    # the paper: not the 2,560 shortcut 1x1 weights nor the 640 fc weights
+    assert sum(sizes[n] for n in excluded if kinds[n] == "shortcut") == 2_560
+    assert sum(sizes[n] for n in excluded if kinds[n] == "output") == 640
+    assert preset.paper.data.augment is True
+    assert split_sizes(preset.paper.data) == (45_000, 5_000, 10_000)
+
+
+def test_warmup_reaches_the_papers_rates():
+    vgg = get_preset("vgg19-cifar10-warmup").paper.train
+    assert vgg.lr * vgg.lr_factor(0) == pytest.approx(0.1 / 10_000)
+    assert vgg.lr * vgg.lr_factor(9_999) == 0.1
+    resnet = get_preset("resnet18-cifar10-warmup").paper.train
+    assert resnet.lr * resnet.lr_factor(19_999) == 0.03
+    assert resnet.lr * resnet.lr_factor(20_000) == pytest.approx(0.003)
+
+
+# ---- quick profiles ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_quick_rates_are_the_double_step_and_land_on_even_paper_rounds(name):
+    preset = get_preset(name)
+    paper, quick = preset.paper.pruning, preset.quick.pruning
+    assert quick.scope == paper.scope
+    assert quick.rates.keys() == paper.rates.keys()
+    for kind, rate in paper.rates.items():
+        assert quick.rates[kind] == pytest.approx(1 - (1 - rate) ** 2, abs=1e-12)
+    kinds, sizes = shapes(preset.model)
+    for k in range(preset.quick.rounds + 1):
+        assert ladder_density(quick, kinds, sizes, k) == pytest.approx(ladder_density(paper, kinds, sizes, 2 * k),
+                                                                       rel=1e-9)
+
+
+def test_double_step_values():
+    assert double_step(PruningRule({"fc": 0.2, "output": 0.1})).rates == {"fc": 0.36, "output": 0.19}
+    assert double_step(PruningRule({"conv": 0.15})).rates == {"conv": 0.2775}
+    assert double_step(PruningRule({"conv": 0.2}, "global")).scope == "global"
+
+
+def test_lenet_quick_ladder_hits_the_papers_rounds():
+    kinds, sizes = shapes("lenet")
+    quick = get_preset("lenet-mnist").quick.pruning
+    # paper rounds 2, 4, 6, 8: Pm = (265,200 * 0.8^k + 1,000 * 0.9^k) / 266,200
+    for k in range(1, 5):
+        expected = (265_200 * 0.8 ** (2 * k) + 1_000 * 0.9 ** (2 * k)) / 266_200
+        assert ladder_density(quick, kinds, sizes, k) == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_quick_keeps_everything_but_budget_steps_and_cifar_subset(name):
+    preset = get_preset(name)
+    paper, quick = preset.paper, preset.quick
+    for field in ("optimizer", "lr", "batch_size", "momentum", "weight_decay", "gamma"):
+        assert getattr(quick.train, field) == getattr(paper.train, field), field
+    assert quick.train.iterations < paper.train.iterations
+    assert quick.train.iterations % quick.train.eval_every == 0
+    scale = quick.train.iterations / paper.train.iterations
+    assert quick.train.warmup == round(paper.train.warmup * scale)
+    assert quick.train.milestones == tuple(round(m * scale) for m in paper.train.milestones)
+    assert quick.train.report_at == tuple(round(r * scale) for r in paper.train.report_at)
+    assert quick.data.augment == paper.data.augment
+    assert quick.data.dataset == paper.data.dataset
+    if paper.data.dataset == "cifar10":
+        assert quick.data == DataConfig("cifar10", train_examples=4_000, validation_size=500, test_examples=1_000,
+                                        augment=paper.data.augment)
+        assert split_sizes(quick.data) == (3_500, 500, 1_000)
+    else:
+        assert quick.data == paper.data
+    assert quick.rounds >= 1 and quick.trials >= 1
+
+
+def test_quick_vgg_schedule_keeps_the_epoch_fractions():
+    quick = get_preset("vgg19-cifar10-warmup").quick.train
+    assert (quick.iterations, quick.milestones) == (40, (20, 30))  # epochs 80 and 120 of 160
+    assert quick.warmup == 4  # 10,000 of 112,480
+
+
+# ---- the profile switch ------------------------------------------------------------------------------
+
+
+def test_profile_switch(monkeypatch):
+    monkeypatch.delenv("LTH_PROFILE", raising=False)
+    assert current_profile() == "quick"
+    assert experiment("lenet-mnist").train == get_preset("lenet-mnist").quick.train
+    monkeypatch.setenv("LTH_PROFILE", "paper")
+    assert current_profile() == "paper"
+    exp = experiment("lenet-mnist")
+    assert exp.train == get_preset("lenet-mnist").paper.train and exp.profile == "paper"
+    assert experiment("lenet-mnist", "quick").profile == "quick"  # an explicit profile wins
+    monkeypatch.setenv("LTH_PROFILE", "fast")
+    with pytest.raises(ValueError, match="LTH_PROFILE='fast'.*quick, paper"):
+        current_profile()
+    assert PROFILES == ("quick", "paper")
+
+
+def test_unknown_names():
+    with pytest.raises(UnknownPresetError, match="unknown preset 'lenet'.*`lth list`"):
+        get_preset("lenet")
+    with pytest.raises(UnknownPresetError, match="lth list"):
+        experiment("resnet50-imagenet", "quick")
+    assert issubclass(UnknownPresetError, ValueError)
+    with pytest.raises(ValueError, match="unknown profile 'full'"):
+        get_preset("lenet-mnist").profile("full")
+
+
+# ---- experiment() ------------------------------------------------------------------------------------
+
+
+def test_experiment_carries_the_preset():
+    exp = experiment("conv6-cifar10-dropout", "paper", strategy="rewind:100", trial=2)
+    preset = get_preset("conv6-cifar10-dropout")
+    assert isinstance(exp, Experiment)
+    assert (exp.model, exp.dropout, exp.data, exp.train, exp.pruning) == (
+        "conv6", 0.5, preset.paper.data, preset.paper.train, preset.paper.pruning)
+    assert (exp.strategy, exp.rewind_iteration, exp.trial, exp.preset, exp.profile) == (
+        "rewind:100", 100, 2, "conv6-cifar10-dropout", "paper")
+    assert exp.seed != experiment("conv6-cifar10-dropout", "paper").seed
+
+
+def test_experiment_rule_overrides():
+    exp = experiment("lenet-mnist", "paper", rates={"output": 0.2})
+    assert exp.pruning == PruningRule({"fc": 0.2, "output": 0.2})
+    exp = experiment("lenet-mnist", "paper", rates={"fc": 0.2, "output": 0.2}, scope="global")
+    assert exp.pruning.scope == "global"
+    with pytest.raises(ValueError, match="one rate"):
+        experiment("lenet-mnist", "paper", scope="global")  # 0.2 and 0.1 cannot share a threshold
+
+
+def test_experiment_hashes():
+    base = dict(preset="lenet-mnist", profile="quick")
+    same = config_hash(experiment(**base)), config_hash(experiment(**base, strategy="reset", control="none", trial=0))
+    assert same[0] == same[1]
+    assert config_hash(experiment(**base)) == config_hash(replace(experiment(**base)))
+    variants = [experiment(**base), experiment(**base, trial=1), experiment(**base, trial=2),
+                experiment(**base, control="reinit"), experiment(**base, control="random"),
+                experiment(**base, strategy="continue"), experiment(**base, strategy="rewind:100"),
+                experiment(**base, strategy="rewind:200"), experiment(**base, oneshot=(0.5,)),
+                experiment("lenet-mnist", "paper"), experiment(**base, rates={"output": 0.2}),
+                experiment("conv2-cifar10", "quick"), experiment("vgg19-cifar10", "quick"),
+                experiment("vgg19-cifar10-lr0.01", "quick"), experiment("vgg19-cifar10-warmup", "quick")]
+    hashes = [config_hash(v) for v in variants]
+    assert len(set(hashes)) == len(hashes)
+    assert all(len(h) == 16 and int(h, 16) >= 0 for h in hashes)
