@@ -1,0 +1,186 @@
+"""The `lth` command: list presets, print model sizes, run experiments headless, report figures.
+
+Owns argument parsing, progress bars and per-round tables on the terminal, and turning every bad
+input into one clear line on stderr with a non-zero exit (never a traceback).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from .data import DataError
+from .lottery import RoundProgress, check_strategy, resolve_device
+from .masks import PruningRule
+from .models import MODELS, UnknownModelError, count_weights, create_model, weight_kinds
+from .presets import PRESETS, PROFILES, current_profile, get_preset
+from .reports import csv_text, load_summary, markdown_table, provenance, run_grid, save_summary
+from .store import RunStore, StoreError
+
+
+class UsageError(ValueError):
+    pass
+
+
+def _rates(values: list[str]) -> dict[str, float]:
+    rates = {}
+    for item in values or []:
+        kind, _, text = item.partition("=")
+        try:
+            rates[kind] = float(text)
+        except ValueError:
+            raise UsageError(f"--rate takes KIND=RATE (e.g. fc=0.2); got {item!r}.") from None
+    PruningRule(rates)  # validates kinds and [0, 1)
+    return rates
+
+
+def _oneshot(text: str | None) -> tuple[float, ...]:
+    if not text:
+        return ()
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise UsageError(f"--oneshot takes densities like 0.2 or 0.5,0.2,0.07; got {text!r}.") from None
+
+
+def cmd_list(args) -> None:
+    width = max(len(n) for n in PRESETS)
+    for preset in PRESETS.values():
+        q = preset.quick
+        print(f"{preset.name:<{width}}  {preset.reproduces}  [quick: {q.train.iterations} it/round, "
+              f"{q.rounds} rounds, {q.trials} trials]")
+
+
+def cmd_models(args) -> None:
+    print(f"{'model':<10} {'name':<60} {'weights':>12} {'pruned by the paper':>20}")
+    for name, (_, _, description) in MODELS.items():
+        model = create_model(name, seed=0)
+        preset = next(p for p in PRESETS.values() if p.model == name)
+        kinds = weight_kinds(model)
+        prunable = tuple({kinds[n] for n in preset.paper.pruning.prunable(kinds)})
+        print(f"{name:<10} {description:<60} {count_weights(model):>12,} {count_weights(model, prunable):>20,}")
+    print("Weights: conv and linear weights only (no biases, no batch norm). Conv-6 as the paper describes "
+          "it has 2,261,184 weights, not the 1.7M its Figure 2 states.")
+
+
+def _round_printer(bar_holder: dict):
+    def start(experiment, index, iterations):
+        if bar_holder.get("bar"):
+            bar_holder["bar"].close()
+        desc = f"trial {experiment.trial} {experiment.control if experiment.control != 'none' else 'ticket'} round {index}"
+        bar_holder["bar"] = tqdm(total=iterations, desc=desc, leave=False, unit="it", file=sys.stderr)
+        progress.iterations = bar_holder["bar"]
+
+    def end(experiment, m):
+        bar_holder["bar"].close()
+        bar_holder["bar"] = None
+        who = "ticket" if experiment.control == "none" else experiment.control
+        tqdm.write(f"| {experiment.trial:>5} | {who:<7} | {m['round']:>5} | {m['density'] * 100:>8.2f} | "
+                   f"{m['early_stop_iteration']:>8} | {m['early_stop_val_loss']:>8.4f} | "
+                   f"{m['early_stop_test_accuracy'] * 100:>12.2f} | {m['final_test_accuracy'] * 100:>9.2f} |")
+
+    progress = RoundProgress(start_round=start, end_round=end)
+    return progress
+
+
+def _grid(args, progress=None):
+    preset = get_preset(args.preset)
+    profile = args.profile or current_profile()
+    prof = preset.profile(profile)
+    rounds = prof.rounds if args.rounds is None else args.rounds
+    if rounds < 0:
+        raise UsageError(f"--rounds must be >= 0; got {rounds}.")
+    trials = prof.trials if args.trials is None else args.trials
+    if trials < 1:
+        raise UsageError(f"--trials must be >= 1; got {trials}.")
+    check_strategy(args.strategy)
+    oneshot = _oneshot(args.oneshot)
+    controls = () if args.control == "none" else (args.control,)
+    return dict(preset=preset.name, profile=profile, rounds=len(oneshot) if oneshot else rounds, trials=trials,
+                strategy=args.strategy, controls=controls, oneshot=oneshot, rates=_rates(args.rate),
+                scope=args.scope, store=RunStore(args.store), device=resolve_device(args.device), progress=progress)
+
+
+def cmd_run(args) -> None:
+    holder: dict = {}
+    progress = _round_printer(holder)
+    grid = _grid(args, progress)
+    print(f"{grid['preset']} ({grid['profile']} profile) on {grid['device']}: {grid['trials']} trial(s), "
+          f"rounds 0..{grid['rounds']}, strategy {grid['strategy']}"
+          + (f", controls {', '.join(grid['controls'])}" if grid["controls"] else "") + f"; store {grid['store'].root}")
+    print("| trial | run     | round | density% | es iter  | val loss | test acc@es% | final acc% |")
+    summary = run_grid(**grid)
+    print("\n" + markdown_table(summary))
+    if args.json:
+        save_summary({**summary, "provenance": provenance()}, args.json)
+        print(f"summary written to {args.json}")
+
+
+def cmd_report(args) -> None:
+    from .plots import report_figures  # matplotlib only when drawing
+
+    if args.from_json:
+        summary = load_summary(args.from_json)
+    else:
+        summary = run_grid(**_grid(args, _round_printer({})))
+    out = Path(args.out)
+    paper_scale = load_summary(args.paper_scale) if args.paper_scale else None
+    paths = report_figures(summary, out, paper_scale)
+    name = f"{summary['preset']}-{summary['profile']}"
+    (out / f"{name}.csv").write_text(csv_text(summary))
+    (out / f"{name}.md").write_text(markdown_table(summary) + "\n")
+    for p in [*paths, out / f"{name}.csv", out / f"{name}.md"]:
+        print(p)
+
+
+def _selectors(p: argparse.ArgumentParser) -> None:
+    p.add_argument("preset", help="a preset name (see `lth list`)")
+    p.add_argument("--profile", choices=PROFILES, help="quick (CPU, minutes) or paper; default $LTH_PROFILE or quick")
+    p.add_argument("--rounds", type=int, help="pruning rounds after the dense round 0 (default: the profile's)")
+    p.add_argument("--trials", type=int, help="trials with different seeds (default: the profile's)")
+    p.add_argument("--strategy", default="reset", help="reset | continue | rewind:K (default reset)")
+    p.add_argument("--control", default="none", choices=("none", "reinit", "random"),
+                   help="also run a control on each ticket's masks")
+    p.add_argument("--oneshot", metavar="DENSITY", help="prune once, straight to DENSITY (or a comma list)")
+    p.add_argument("--rate", action="append", metavar="KIND=RATE",
+                   help="override a layer kind's pruning rate per round (conv, fc, output, shortcut)")
+    p.add_argument("--scope", choices=("layerwise", "global"), help="override the pruning scope")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--store", help="run store folder (default $LTH_RUNS_DIR or ./runs)")
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="lth", description="The Lottery Ticket Hypothesis, reproduced.")
+    sub = top.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="presets and what each reproduces").set_defaults(func=cmd_list)
+    sub.add_parser("models", help="the six models and their weight counts").set_defaults(func=cmd_models)
+    run = sub.add_parser("run", help="run IMP (and controls) for a preset; finished rounds are reused")
+    _selectors(run)
+    run.add_argument("--json", help="write the summary JSON here")
+    run.set_defaults(func=cmd_run)
+    report = sub.add_parser("report", help="figures (PNG) and tables (CSV, markdown) for a preset")
+    _selectors(report)
+    report.add_argument("--out", default="reports", help="output folder (default ./reports)")
+    report.add_argument("--from-json", help="draw a summary written by `lth run --json` instead of the store")
+    report.add_argument("--paper-scale", help="a paper-profile summary JSON to draw beside")
+    report.set_defaults(func=cmd_report)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (UsageError, ValueError, DataError, StoreError, UnknownModelError, FileNotFoundError) as e:
+        print(f"lth: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("lth: interrupted; finished rounds are kept in the store and the next run resumes.", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

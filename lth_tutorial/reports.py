@@ -1,0 +1,123 @@
+"""From runs to summaries: a grid of trials x controls for one preset, as the JSON the CLI writes.
+
+Owns: `run_grid` (run or read every trial's ticket and controls), the summary format
+`{"preset", "profile", "runs": [{"trial", "strategy", "control", "rounds": [...]}]}` (density is the
+fraction of prunable weights that remain), grouping runs into labelled series, and tables
+(markdown / CSV) of the mean and spread over trials.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .lottery import RoundProgress, run_experiment
+from .presets import experiment
+from .store import RunStore
+
+ROUND_KEYS = ("round", "density", "early_stop_iteration", "early_stop_test_accuracy", "final_test_accuracy")
+
+
+def run_grid(preset: str, profile: str, *, rounds: int, trials: int, strategy: str = "reset",
+             controls: tuple[str, ...] = (), oneshot: tuple[float, ...] = (),
+             rates: dict[str, float] | None = None, scope: str | None = None,
+             store: RunStore | None = None, device: str | torch.device = "cpu",
+             progress: RoundProgress | None = None, splits=None) -> dict[str, Any]:
+    """Run (or read from the store) each trial's ticket run and its controls; return the summary."""
+    store = store or RunStore()
+    runs = []
+    for trial in range(trials):
+        for control in ("none", *controls):
+            exp = experiment(preset, profile, strategy=strategy, control=control, trial=trial,
+                             oneshot=oneshot, rates=rates, scope=scope)
+            if splits is None:
+                from .data import load_splits
+                splits = load_splits(exp.data, device)
+            metrics = run_experiment(exp, rounds, store, device, progress, splits)
+            runs.append({"trial": trial, "strategy": "oneshot" if oneshot else strategy, "control": control,
+                         "rounds": [{k: m[k] for k in ROUND_KEYS} | _extra(m) for m in metrics
+                                    if m["round"] <= rounds]})
+    return {"preset": preset, "profile": profile, "runs": runs}
+
+
+def _extra(metrics: dict) -> dict:
+    """Fixed-iteration accuracies (VGG/ResNet report these) carried into the summary."""
+    return {k: v for k, v in metrics.items() if k.startswith("test_accuracy_at_")}
+
+
+def provenance() -> dict[str, str]:
+    from . import __version__
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu"
+    return {"lth_tutorial": __version__, "torch": torch.__version__, "python": platform.python_version(),
+            "hardware": f"{device} ({torch.get_num_threads()} threads)", "platform": platform.platform()}
+
+
+def label(run: dict) -> str:
+    if run["control"] == "reinit":
+        return "random reinit"
+    if run["control"] == "random":
+        return "random sparsity"
+    return {"reset": "winning ticket", "continue": "continued training", "oneshot": "one-shot"}.get(
+        run["strategy"], f"ticket ({run['strategy']})")
+
+
+def series(summary: dict) -> dict[str, list[list[dict]]]:
+    """label -> one list of round dicts per trial."""
+    grouped: dict[str, list[list[dict]]] = {}
+    for run in summary["runs"]:
+        grouped.setdefault(label(run), []).append(run["rounds"])
+    return grouped
+
+
+def by_round(trials: list[list[dict]], key: str) -> list[tuple[float, float, float, float]]:
+    """(density, mean, min, max) of `key` per round index present in every trial."""
+    rounds = sorted(set.intersection(*(set(r["round"] for r in t) for t in trials))) if trials else []
+    rows = []
+    for k in rounds:
+        picked = [next(r for r in t if r["round"] == k) for t in trials]
+        values = [p[key] for p in picked]
+        rows.append((picked[0]["density"], statistics.fmean(values), min(values), max(values)))
+    return rows
+
+
+def markdown_table(summary: dict) -> str:
+    lines = ["| series | round | density % | early-stop iter | test acc at early stop % | final test acc % | trials |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, trials in series(summary).items():
+        its = by_round(trials, "early_stop_iteration")
+        accs = by_round(trials, "early_stop_test_accuracy")
+        finals = by_round(trials, "final_test_accuracy")
+        rounds = sorted(set.intersection(*(set(r["round"] for r in t) for t in trials)))
+        for k, it, acc, fin in zip(rounds, its, accs, finals):
+            spread = f" ± {(acc[3] - acc[2]) * 50:.2f}" if len(trials) > 1 else ""
+            lines.append(f"| {name} | {k} | {acc[0] * 100:.1f} | {it[1]:.0f} | {acc[1] * 100:.2f}{spread} "
+                         f"| {fin[1] * 100:.2f} | {len(trials)} |")
+    return "\n".join(lines)
+
+
+def csv_text(summary: dict) -> str:
+    lines = ["series,trial,round,density,early_stop_iteration,early_stop_test_accuracy,final_test_accuracy"]
+    for run in summary["runs"]:
+        for r in run["rounds"]:
+            lines.append(f"{label(run)},{run['trial']},{r['round']},{r['density']:.6f},{r['early_stop_iteration']},"
+                         f"{r['early_stop_test_accuracy']:.6f},{r['final_test_accuracy']:.6f}")
+    return "\n".join(lines) + "\n"
+
+
+def save_summary(summary: dict, path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(summary, indent=1) + "\n")
+
+
+def load_summary(path: str | Path) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def merge(*summaries: dict) -> dict:
+    """One summary holding the runs of several (same preset and profile)."""
+    return {**summaries[0], "runs": [run for s in summaries for run in s["runs"]]}

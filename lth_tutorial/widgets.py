@@ -1,0 +1,127 @@
+"""The notebooks' control panel: sliders for the pruning rates and rounds, strategy and control, a Run button.
+
+Owns `LotteryPanel`. Run trains only what the run store lacks (finished rounds redraw at once), shows a
+progress bar while it trains, then redraws the density figure and the table. Everything it prints goes
+into its own Output widgets, so executing a notebook leaves no stray stdout for nbval to trip on.
+"""
+from __future__ import annotations
+
+import ipywidgets as w
+import matplotlib.pyplot as plt
+from IPython.display import HTML, display
+
+from .lottery import RoundProgress
+from .presets import current_profile, get_preset
+from .reports import markdown_table, run_grid
+from .store import RunStore
+
+
+class _BarAdapter:
+    """tqdm-like `update(n)` on an IntProgress."""
+
+    def __init__(self, bar: w.IntProgress):
+        self.bar = bar
+
+    def update(self, n: int) -> None:
+        self.bar.value = min(self.bar.max, self.bar.value + n)
+
+
+def _markdown_to_html(table: str) -> str:
+    rows = [r.strip("|").split("|") for r in table.splitlines() if not r.startswith("|---")]
+    head, body = rows[0], rows[1:]
+    cells = "".join(f"<th>{h.strip()}</th>" for h in head)
+    lines = "".join("<tr>" + "".join(f"<td>{c.strip()}</td>" for c in r) + "</tr>" for r in body)
+    return f"<table class='lth-table'><thead><tr>{cells}</tr></thead><tbody>{lines}</tbody></table>"
+
+
+class LotteryPanel:
+    """Interactive IMP for one preset. `panel.box` is the widget; `panel.run()` is what Run does."""
+
+    def __init__(self, preset: str, profile: str | None = None, *, rounds: int | None = None, trials: int = 1,
+                 control: str = "reinit", store: RunStore | None = None, device: str = "cpu", splits=None,
+                 paper_scale: dict | None = None):
+        self.preset = get_preset(preset)
+        self.profile = profile or current_profile()
+        self.store = store or RunStore()
+        self.device, self.splits, self.paper_scale, self.trials = device, splits, paper_scale, trials
+        prof = self.preset.profile(self.profile)
+        self.rate_sliders = {
+            kind: w.FloatSlider(value=rate, min=0.0, max=0.9, step=0.01, description=f"{kind} rate",
+                                continuous_update=False, readout_format=".2f", style={"description_width": "80px"})
+            for kind, rate in prof.pruning.rates.items() if rate > 0}
+        self.rounds = w.IntSlider(value=rounds if rounds is not None else prof.rounds, min=0, max=max(prof.rounds, 12),
+                                  description="rounds", continuous_update=False, style={"description_width": "80px"})
+        self.strategy = w.Dropdown(options=["reset", "continue", "rewind:100"], value="reset", description="strategy")
+        self.control = w.Dropdown(options=["none", "reinit", "random"], value=control, description="control")
+        self.run_button = w.Button(description="Run", button_style="primary", icon="play")
+        self.progress = w.IntProgress(value=0, min=0, max=1, description="", bar_style="info",
+                                      layout=w.Layout(visibility="hidden", width="60%"))
+        self.status = w.Label(value="")
+        self.figure_out = w.Output()
+        self.table = w.HTML(value="")
+        self.summary: dict | None = None
+        self.figure: plt.Figure | None = None
+        self.run_button.on_click(lambda _: self.run())
+        controls = w.HBox([w.VBox(list(self.rate_sliders.values()) + [self.rounds]),
+                           w.VBox([self.strategy, self.control, self.run_button])])
+        self.box = w.VBox([w.HTML(f"<b>{self.preset.name}</b> ({self.profile} profile): {self.preset.reproduces}"),
+                           controls, w.HBox([self.progress, self.status]), self.figure_out, self.table])
+
+    def settings(self) -> dict:
+        return {"rates": {k: round(s.value, 4) for k, s in self.rate_sliders.items()}, "rounds": self.rounds.value,
+                "strategy": self.strategy.value, "control": self.control.value}
+
+    def _progress(self) -> RoundProgress:
+        def start(experiment, index, iterations):
+            who = "ticket" if experiment.control == "none" else experiment.control
+            self.progress.layout.visibility = "visible"
+            self.progress.max, self.progress.value = iterations, 0
+            self.progress.description = f"{who} r{index}"
+            self.status.value = f"training trial {experiment.trial}, {who}, round {index} ({iterations} iterations)"
+
+        return RoundProgress(start_round=start, iterations=_BarAdapter(self.progress))
+
+    def run(self) -> dict:
+        """Bring the selected runs up to date (training only what is missing), then redraw."""
+        s = self.settings()
+        self.run_button.disabled = True
+        try:
+            self.summary = run_grid(self.preset.name, self.profile, rounds=s["rounds"], trials=self.trials,
+                                    strategy=s["strategy"], controls=() if s["control"] == "none" else (s["control"],),
+                                    rates=s["rates"], store=self.store, device=self.device,
+                                    progress=self._progress(), splits=self.splits)
+            self.status.value = f"done: {len(self.summary['runs'])} run(s), rounds 0..{s['rounds']}"
+        except Exception as e:  # shown in the panel: a widget callback's traceback would be lost
+            self.status.value = f"error: {e}"
+            raise
+        finally:
+            self.progress.layout.visibility = "hidden"
+            self.run_button.disabled = False
+        self.redraw()
+        return self.summary
+
+    def redraw(self) -> None:
+        from .plots import density_figure
+
+        if self.summary is None:
+            return
+        if self.figure is not None:
+            plt.close(self.figure)
+        rates = ", ".join(f"{k} {v:.2f}" for k, v in self.settings()["rates"].items())
+        self.figure = density_figure({"": self.summary}, self.preset.name, self.paper_scale,
+                                     title=f"{self.preset.name}: rates {rates}")
+        with self.figure_out:
+            self.figure_out.clear_output(wait=True)
+            display(self.figure)
+        self.table.value = _markdown_to_html(markdown_table(self.summary))
+
+    def show(self) -> None:
+        display(self.box)
+
+
+def show_table(summary: dict) -> None:
+    """A summary's table as HTML (for notebooks)."""
+    display(HTML(_markdown_to_html(markdown_table(summary))))
+
+
+__all__ = ["LotteryPanel", "show_table"]
