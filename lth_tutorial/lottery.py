@@ -16,6 +16,7 @@ Controls run on the masks a ticket run found (round k >= 1, so they need that ru
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass, replace
 from typing import Any, Callable
 
@@ -116,6 +117,7 @@ def _train_round(experiment: Experiment, store: RunStore, run, index: int, model
     store.save_tensors(folder / "mask.pt", mask)
     if progress and progress.start_round:
         progress.start_round(experiment, index, experiment.train.iterations)
+    started = time.perf_counter()
     metrics, snapshot = train(model, mask, splits, experiment.train, seed=experiment.seed,
                               augment=experiment.data.augment, snapshot_at=snapshot_at,
                               progress=progress.iterations if progress else None)
@@ -123,6 +125,7 @@ def _train_round(experiment: Experiment, store: RunStore, run, index: int, model
         store.save_tensors(run / "rewind.pt", snapshot)
     store.save_tensors(folder / "trained.pt", model.state_dict())
     metrics = {"round": index, "density": _prunable_density(mask, experiment, kinds),
+               "seconds": round(time.perf_counter() - started, 2), "device": str(splits.train.images.device),
                "layer_density": mask.layer_densities(), **metrics}
     store.save_json(folder / "metrics.json", metrics)  # last: marks the round finished
     if index >= 3:  # older trained weights are not needed again (round 0 feeds one-shot; keep it). The

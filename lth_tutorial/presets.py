@@ -88,8 +88,9 @@ def _conv(depth: int, dropout: bool) -> Preset:
     iterations = {2: 20_000, 4: 25_000, 6: 30_000}[depth] * (3 if dropout else 1)
     rule = PruningRule({"conv": 0.15 if depth == 6 else 0.1, "fc": 0.2, "output": 0.1})
     paper = Profile(CIFAR, TrainConfig("adam", lr, 60, iterations), rule, rounds=24, trials=5)
-    quick_iterations = {2: 400, 4: 300, 6: 300}[depth] * (2 if dropout else 1)
-    quick = Profile(CIFAR_SUBSET, scaled(paper.train, quick_iterations, 50), double_step(rule), rounds=5,
+    # CPU-sized: a Conv-2 step at batch 60 is ~15 GFLOP (~0.13 s on 2 cores), so a round is ~25 s.
+    quick_iterations = {2: 160, 4: 120, 6: 100}[depth] * (2 if dropout else 1)
+    quick = Profile(CIFAR_SUBSET, scaled(paper.train, quick_iterations, 20), double_step(rule), rounds=2,
                     trials=1)
     name = f"conv{depth}-cifar10" + ("-dropout" if dropout else "")
     what = f"Section 3, Figure {6 if dropout else 5}: Conv-{depth} on CIFAR-10" + (" with dropout 0.5" if dropout else "")
@@ -102,8 +103,8 @@ def _vgg(variant: str) -> Preset:
     train = TrainConfig("sgd", lr, 64, 112_480, weight_decay=1e-4, warmup=warmup,
                         milestones=(56_250, 84_375), report_at=(30_000, 60_000, 112_480))
     paper = Profile(replace(CIFAR, augment=True), train, GLOBAL_CONV, rounds=20, trials=5)
-    quick = Profile(replace(CIFAR_SUBSET, augment=True), scaled(train, 40, 10), double_step(GLOBAL_CONV),
-                    rounds=2, trials=1)
+    quick = Profile(replace(CIFAR_SUBSET, augment=True), scaled(train, 20, 10), double_step(GLOBAL_CONV),
+                    rounds=1, trials=1)
     what = {"": "lr 0.1, no warmup", "-lr0.01": "lr 0.01", "-warmup": "lr 0.1 with 10K warmup"}[variant]
     return Preset(f"vgg19-cifar10{variant}", f"Section 4, Figure 7: VGG-19, global pruning, {what}",
                   "vgg19", paper, quick)
@@ -114,8 +115,8 @@ def _resnet(variant: str) -> Preset:
     train = TrainConfig("sgd", lr, 128, 30_000, weight_decay=1e-4, warmup=warmup,
                         milestones=(20_000, 25_000), report_at=(10_000, 20_000, 30_000))
     paper = Profile(replace(CIFAR, augment=True), train, GLOBAL_CONV, rounds=20, trials=5)
-    quick = Profile(replace(CIFAR_SUBSET, augment=True), scaled(train, 120, 20), double_step(GLOBAL_CONV),
-                    rounds=3, trials=1)
+    quick = Profile(replace(CIFAR_SUBSET, augment=True), scaled(train, 60, 20), double_step(GLOBAL_CONV),
+                    rounds=1, trials=1)
     what = {"": "lr 0.1, no warmup", "-lr0.01": "lr 0.01", "-warmup": "lr 0.03 with 20K warmup"}[variant]
     return Preset(f"resnet18-cifar10{variant}", f"Section 4, Figure 8: ResNet-18, global pruning, {what}",
                   "resnet18", paper, quick)

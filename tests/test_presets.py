@@ -189,8 +189,8 @@ def test_quick_keeps_everything_but_budget_steps_and_cifar_subset(name):
 
 def test_quick_vgg_schedule_keeps_the_epoch_fractions():
     quick = get_preset("vgg19-cifar10-warmup").quick.train
-    assert (quick.iterations, quick.milestones) == (40, (20, 30))  # epochs 80 and 120 of 160
-    assert quick.warmup == 4  # 10,000 of 112,480
+    assert (quick.iterations, quick.milestones) == (20, (10, 15))  # epochs 80 and 120 of 160
+    assert quick.warmup == 2  # 10,000 of 112,480
 
 
 # ---- the profile switch ------------------------------------------------------------------------------
