@@ -119,9 +119,27 @@ class LotteryPanel:
         display(self.box)
 
 
+def progress_bar(label: str = "") -> RoundProgress:
+    """Display a progress bar for the rounds a notebook cell trains; rounds read from the store skip it."""
+    bar = w.IntProgress(value=0, min=0, max=1, bar_style="info", layout=w.Layout(width="50%"))
+    text = w.Label(value=label or "reading finished rounds from the store")
+    display(w.HBox([bar, text]))
+
+    def start(experiment, index, iterations):
+        who = "ticket" if experiment.control == "none" else experiment.control
+        bar.max, bar.value = iterations, 0
+        text.value = f"{experiment.preset}: trial {experiment.trial}, {who}, round {index}"
+
+    def end(experiment, metrics):
+        bar.bar_style = "success"
+        text.value = f"{experiment.preset}: finished round {metrics['round']} ({metrics['seconds']:.0f} s)"
+
+    return RoundProgress(start_round=start, iterations=_BarAdapter(bar), end_round=end)
+
+
 def show_table(summary: dict) -> None:
     """A summary's table as HTML (for notebooks)."""
     display(HTML(_markdown_to_html(markdown_table(summary))))
 
 
-__all__ = ["LotteryPanel", "show_table"]
+__all__ = ["LotteryPanel", "progress_bar", "show_table"]
