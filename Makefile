@@ -33,7 +33,7 @@ quick: setup data
 
 # Unit tests, the notebooks under nbval, and the JupyterLab browser test, in a fresh run store.
 test: setup data
-	LTH_PROFILE=quick LTH_RUNS_DIR=$$(mktemp -d) $(PY) -m pytest tests notebooks $(NBVAL) --durations=15
+	LTH_PROFILE=quick LTH_RUNS_DIR=$$(mktemp -d) $(PY) -m pytest tests notebooks e2e $(NBVAL) --durations=15
 
 clean:
 	rm -rf $(VENV) reports
