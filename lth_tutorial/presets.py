@@ -97,37 +97,37 @@ def _conv(depth: int, dropout: bool) -> Preset:
     return Preset(name, what, f"conv{depth}", paper, quick, dropout=0.5 if dropout else 0.0)
 
 
-def _vgg(variant: str) -> Preset:
-    lr, warmup = {"": (0.1, 0), "-lr0.01": (0.01, 0), "-warmup": (0.1, 10_000)}[variant]
-    # 45,000 / 64 = 703.125 iterations per epoch: epochs 80 and 120 are iterations 56,250 and 84,375.
-    train = TrainConfig("sgd", lr, 64, 112_480, weight_decay=1e-4, warmup=warmup,
-                        milestones=(56_250, 84_375), report_at=(30_000, 60_000, 112_480))
-    paper = Profile(replace(CIFAR, augment=True), train, GLOBAL_CONV, rounds=20, trials=5)
-    quick = Profile(replace(CIFAR_SUBSET, augment=True), scaled(train, 20, 10), double_step(GLOBAL_CONV),
-                    rounds=1, trials=1)
-    what = {"": "lr 0.1, no warmup", "-lr0.01": "lr 0.01", "-warmup": "lr 0.1 with 10K warmup"}[variant]
-    return Preset(f"vgg19-cifar10{variant}", f"Section 4, Figure 7: VGG-19, global pruning, {what}",
-                  "vgg19", paper, quick)
+# The deep networks (Section 4): SGD with momentum 0.9 and weight decay 1e-4, augmentation, global pruning
+# of the convs at 20% (shortcut and output weights excluded), three learning-rate variants each.
+# VGG-19: 45,000 / 64 = 703.125 iterations per epoch, so epochs 80 and 120 are iterations 56,250 and 84,375.
+DEEP = {
+    "vgg19": dict(batch=64, iterations=112_480, milestones=(56_250, 84_375), report_at=(30_000, 60_000, 112_480),
+                  quick_iterations=20, quick_eval=10, figure=7, name="VGG-19",
+                  variants={"": (0.1, 0), "-lr0.01": (0.01, 0), "-warmup": (0.1, 10_000)}),
+    "resnet18": dict(batch=128, iterations=30_000, milestones=(20_000, 25_000), report_at=(10_000, 20_000, 30_000),
+                     quick_iterations=60, quick_eval=20, figure=8, name="ResNet-18",
+                     variants={"": (0.1, 0), "-lr0.01": (0.01, 0), "-warmup": (0.03, 20_000)}),
+}
 
 
-def _resnet(variant: str) -> Preset:
-    lr, warmup = {"": (0.1, 0), "-lr0.01": (0.01, 0), "-warmup": (0.03, 20_000)}[variant]
-    train = TrainConfig("sgd", lr, 128, 30_000, weight_decay=1e-4, warmup=warmup,
-                        milestones=(20_000, 25_000), report_at=(10_000, 20_000, 30_000))
+def _deep(model: str, variant: str) -> Preset:
+    spec = DEEP[model]
+    lr, warmup = spec["variants"][variant]
+    train = TrainConfig("sgd", lr, spec["batch"], spec["iterations"], weight_decay=1e-4, warmup=warmup,
+                        milestones=spec["milestones"], report_at=spec["report_at"])
     paper = Profile(replace(CIFAR, augment=True), train, GLOBAL_CONV, rounds=20, trials=5)
-    quick = Profile(replace(CIFAR_SUBSET, augment=True), scaled(train, 60, 20), double_step(GLOBAL_CONV),
-                    rounds=1, trials=1)
-    what = {"": "lr 0.1, no warmup", "-lr0.01": "lr 0.01", "-warmup": "lr 0.03 with 20K warmup"}[variant]
-    return Preset(f"resnet18-cifar10{variant}", f"Section 4, Figure 8: ResNet-18, global pruning, {what}",
-                  "resnet18", paper, quick)
+    quick = Profile(replace(CIFAR_SUBSET, augment=True), scaled(train, spec["quick_iterations"], spec["quick_eval"]),
+                    double_step(GLOBAL_CONV), rounds=1, trials=1)
+    what = f"lr {lr}" + (f" with {warmup // 1000}K warmup" if warmup else (", no warmup" if lr == 0.1 else ""))
+    return Preset(f"{model}-cifar10{variant}", f"Section 4, Figure {spec['figure']}: {spec['name']}, global pruning, "
+                  f"{what}", model, paper, quick)
 
 
 PRESETS: dict[str, Preset] = {p.name: p for p in [
     _lenet(),
     *(_conv(d, False) for d in (2, 4, 6)),
     *(_conv(d, True) for d in (2, 4, 6)),
-    *(_vgg(v) for v in ("", "-lr0.01", "-warmup")),
-    *(_resnet(v) for v in ("", "-lr0.01", "-warmup")),
+    *(_deep(m, v) for m in DEEP for v in DEEP[m]["variants"]),
 ]}
 
 

@@ -101,3 +101,17 @@ def tmp_data_root(tmp_path: Path, data_root: Path) -> Callable[..., Path]:
 
     return make
 
+
+
+# --- engine fixtures ---
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_thread():
+    """Tiny models: one intra-op thread is as fast, and avoids oversubscription stalls on a shared CPU."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

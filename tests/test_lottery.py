@@ -25,15 +25,6 @@ SIZES = {"fc.0.weight": 235_200, "fc.2.weight": 30_000, "fc.4.weight": 1_000}
 KINDS = {"fc.0.weight": "fc", "fc.2.weight": "fc", "fc.4.weight": "output"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Two cores shared with other processes: one intra-op thread avoids oversubscription stalls."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny(**kwargs) -> Experiment:
     exp = experiment("lenet-mnist", "quick", **kwargs)
     return replace(exp, train=replace(exp.train, iterations=30, eval_every=10),

@@ -16,15 +16,6 @@ LAYERWISE_FC = PruningRule({"fc": 0.2, "output": 0.1})
 GLOBAL_CONV = PruningRule({"conv": 0.2}, scope="global")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Two cores shared with other processes: one intra-op thread avoids oversubscription stalls."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _weights(model: nn.Module) -> dict[str, torch.Tensor]:
     kinds = weight_kinds(model)
     return {n: p.detach().clone() for n, p in model.named_parameters() if n in kinds}

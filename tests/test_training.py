@@ -17,15 +17,6 @@ ADAM = TrainConfig("adam", 1e-3, 32, 200, eval_every=50)
 SGD = TrainConfig("sgd", 0.05, 32, 200, momentum=0.9, weight_decay=1e-3, eval_every=50)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Two cores shared with other processes: one intra-op thread avoids oversubscription stalls."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def splits() -> Splits:
     """A learnable synthetic MNIST-shaped task: labels from a fixed random linear teacher."""
