@@ -63,6 +63,8 @@ def _refuse_save(model, path, contents_manager, **kwargs):
     raise HTTPError(403, f"the e2e browser test does not save files ({path})")
 
 
+# (JupyterLab applies the server config twice, so the server log shows one harmless "Overriding existing
+# pre_save_hook (_refuse_save) with a new one (_refuse_save)" warning.)
 c.FileContentsManager.pre_save_hook = _refuse_save
 '''
 

@@ -5,8 +5,9 @@ and waits until every code cell has an execution count and the kernel is idle; t
 LotteryPanel, it types a new fc pruning rate into the slider's readout, moves the rounds slider with the
 keyboard, sets the control to "none" and presses Run. It checks that the progress bar becomes visible while
 training, and that afterwards the figure (a PNG in the panel's Output) is a new image and the table
-(`table.lth-table`) lists rounds 0..N with the densities the new rate implies. Screenshots before, during
-and after go to artifacts/ (plus failure.png and failure.html when something goes wrong).
+(`table.lth-table`) lists rounds 0..N with the densities the new rate implies. Artifacts in artifacts/:
+e2e-1-before.png, e2e-2-progress.png, e2e-3-after.png, e2e-browser-console.log, jupyterlab-server.log, and
+e2e-failure.png / e2e-failure.html when something goes wrong.
 
 In CI (`make test`) the notebooks have just run under nbval in the same LTH_RUNS_DIR, so Run All hits the
 run store; standalone, from an empty store, it trains everything (minutes), hence the generous timeouts.
@@ -277,11 +278,24 @@ def _drive(page, lab, notebook_path: Path, artifacts: Path) -> None:
     assert cell_state(page)["kinds"] == cells_before, \
         "typing into the widgets changed the notebook's cells (keystrokes leaked to JupyterLab's shortcuts)"
 
+    done_text = f"done: 1 run(s), rounds 0..{new_rounds}"   # what the status label says when this Run ends
+    status_before = status.inner_text()
+    assert status_before != done_text, f"the status label already says {done_text!r} before Run"
+
+    def finished() -> str | None:
+        """The status label if this Run has ended (a new "done..." or an "error..."), else None."""
+        text = status.inner_text()
+        return text if text.startswith("error") or (text.startswith("done") and text != status_before) else None
+
     run_button.click()
-    wait_or_fail(lambda: expect(progress).to_be_visible(timeout=PROGRESS_TIMEOUT_S * 1000),
-                 lambda: f"the progress bar did not become visible within {PROGRESS_TIMEOUT_S} s after pressing Run "
-                         f"(fc {new_fc}, rounds {new_rounds}, a setting the store lacks, so Run must train); "
-                         f"status label: {status.inner_text()!r}")
+    deadline = time.monotonic() + PROGRESS_TIMEOUT_S
+    while not progress.is_visible():
+        text = status.inner_text()
+        if finished() or time.monotonic() > deadline:
+            pytest.fail(f"the progress bar never became visible after pressing Run (fc {new_fc}, rounds {new_rounds}, "
+                        f"a setting the store lacks, so Run must train); waited "
+                        f"{PROGRESS_TIMEOUT_S - max(0, deadline - time.monotonic()):.0f} s; status label: {text!r}")
+        time.sleep(0.2)
     try:  # a screenshot with some progress on the bar, if training gets there soon (not required)
         panel.locator(".progress-bar").wait_for(state="visible", timeout=30_000)
         page.wait_for_function("(el) => parseFloat(el.style.width) > 5",
@@ -292,13 +306,12 @@ def _drive(page, lab, notebook_path: Path, artifacts: Path) -> None:
     print(f"progress bar visible; status {status.inner_text()!r}")
 
     deadline = time.monotonic() + TRAIN_TIMEOUT_S
-    while not status.inner_text().startswith("done"):
-        text = status.inner_text()
-        if text.startswith("error"):
-            pytest.fail(f"Run failed in the kernel: {text}")
+    while not (text := finished()):
         if time.monotonic() > deadline:
-            pytest.fail(f"training did not finish within {TRAIN_TIMEOUT_S} s (status label: {text!r})")
+            pytest.fail(f"training did not finish within {TRAIN_TIMEOUT_S} s (status label: {status.inner_text()!r})")
         time.sleep(1)
+    if text != done_text:
+        pytest.fail(f"Run ended with status {text!r}, expected {done_text!r}")
     wait_or_fail(lambda: expect(progress).to_be_hidden(timeout=30_000),
                  "the progress bar stayed visible 30 s after the status said done")
 
@@ -327,5 +340,4 @@ def _drive(page, lab, notebook_path: Path, artifacts: Path) -> None:
     assert all(abs(d - w) <= 0.15 for d, w in zip(densities, want)), \
         f"table densities {densities} do not match fc {new_fc}, output {out_rate}: expected ~{[round(x, 1) for x in want]}"
     assert after["tableHtml"] != before["tableHtml"], "the table did not change"
-    assert status.inner_text() == f"done: 1 run(s), rounds 0..{new_rounds}", f"status {status.inner_text()!r}"
     print(f"after: densities {densities}, figure changed, status {status.inner_text()!r}")
