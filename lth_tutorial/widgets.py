@@ -51,7 +51,9 @@ class LotteryPanel:
             for kind, rate in prof.pruning.rates.items() if rate > 0}
         self.rounds = w.IntSlider(value=rounds if rounds is not None else prof.rounds, min=0, max=max(prof.rounds, 12),
                                   description="rounds", continuous_update=False, style={"description_width": "80px"})
-        self.strategy = w.Dropdown(options=["reset", "continue", "rewind:100"], value="reset", description="strategy")
+        # late resetting to ~1% of training (Frankle et al. 2019 rewind to 0.1-7%); K must fit the profile's budget
+        rewind = f"rewind:{max(1, prof.train.iterations // 100)}"
+        self.strategy = w.Dropdown(options=["reset", "continue", rewind], value="reset", description="strategy")
         self.control = w.Dropdown(options=["none", "reinit", "random"], value=control, description="control")
         self.run_button = w.Button(description="Run", button_style="primary", icon="play")
         self.progress = w.IntProgress(value=0, min=0, max=1, description="", bar_style="info",
@@ -105,14 +107,13 @@ class LotteryPanel:
 
         if self.summary is None:
             return
-        if self.figure is not None:
-            plt.close(self.figure)
         rates = ", ".join(f"{k} {v:.2f}" for k, v in self.settings()["rates"].items())
         self.figure = density_figure({"": self.summary}, self.preset.name, self.paper_scale,
                                      title=f"{self.preset.name}: rates {rates}")
         with self.figure_out:
             self.figure_out.clear_output(wait=True)
             display(self.figure)
+        plt.close(self.figure)  # shown once, in the panel: an open pyplot figure would be drawn again below the cell
         self.table.value = _markdown_to_html(markdown_table(self.summary))
 
     def show(self) -> None:
