@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from .data import load_splits
 from .lottery import RoundProgress, run_experiment
 from .presets import experiment
 from .store import RunStore
@@ -35,7 +36,6 @@ def run_grid(preset: str, profile: str, *, rounds: int, trials: int, strategy: s
             exp = experiment(preset, profile, strategy=strategy, control=control, trial=trial,
                              oneshot=oneshot, rates=rates, scope=scope)
             if splits is None:
-                from .data import load_splits
                 splits = load_splits(exp.data, device)
             metrics = run_experiment(exp, rounds, store, device, progress, splits)
             runs.append({"trial": trial, "strategy": "oneshot" if oneshot else strategy, "control": control,
