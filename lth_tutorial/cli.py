@@ -100,14 +100,16 @@ def _grid(args, progress=None):
     controls = () if args.control == "none" else (args.control,)
     return dict(preset=preset.name, profile=profile, rounds=len(oneshot) if oneshot else rounds, trials=trials,
                 strategy=args.strategy, controls=controls, oneshot=oneshot, rates=_rates(args.rate),
-                scope=args.scope, store=RunStore(args.store), device=resolve_device(args.device), progress=progress)
+                scope=args.scope, store=RunStore(args.store), device=resolve_device(args.device), progress=progress,
+                only_trials=tuple(args.trial or ()))
 
 
 def cmd_run(args) -> None:
     holder: dict = {}
     progress = _round_printer(holder)
     grid = _grid(args, progress)
-    print(f"{grid['preset']} ({grid['profile']} profile) on {grid['device']}: {grid['trials']} trial(s), "
+    which = f" (only {', '.join(map(str, grid['only_trials']))})" if grid["only_trials"] else ""
+    print(f"{grid['preset']} ({grid['profile']} profile) on {grid['device']}: {grid['trials']} trial(s){which}, "
           f"rounds 0..{grid['rounds']}, strategy {grid['strategy']}"
           + (f", controls {', '.join(grid['controls'])}" if grid["controls"] else "") + f"; store {grid['store'].root}")
     print("| trial | run     | round | density% | es iter  | val loss | test acc@es% | final acc% |")
@@ -140,6 +142,9 @@ def _selectors(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", choices=PROFILES, help="quick (CPU, minutes) or paper; default $LTH_PROFILE or quick")
     p.add_argument("--rounds", type=int, help="pruning rounds after the dense round 0 (default: the profile's)")
     p.add_argument("--trials", type=int, help="trials with different seeds (default: the profile's)")
+    p.add_argument("--trial", type=int, action="append", metavar="N",
+                   help="run only trial N of --trials (repeatable): split trials across processes or machines; "
+                        "the same store then holds them all")
     p.add_argument("--strategy", default="reset", help="reset | continue | rewind:K (default reset)")
     p.add_argument("--control", default="none", choices=("none", "reinit", "random"),
                    help="also run a control on each ticket's masks")

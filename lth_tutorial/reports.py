@@ -27,11 +27,18 @@ def run_grid(preset: str, profile: str, *, rounds: int, trials: int, strategy: s
              controls: tuple[str, ...] = (), oneshot: tuple[float, ...] = (),
              rates: dict[str, float] | None = None, scope: str | None = None,
              store: RunStore | None = None, device: str | torch.device = "cpu",
-             progress: RoundProgress | None = None, splits=None) -> dict[str, Any]:
-    """Run (or read from the store) each trial's ticket run and its controls; return the summary."""
+             progress: RoundProgress | None = None, splits=None,
+             only_trials: tuple[int, ...] = ()) -> dict[str, Any]:
+    """Run (or read from the store) each trial's ticket run and its controls; return the summary.
+
+    `only_trials` picks some of the `trials` (e.g. one per machine or process); a later call without
+    it reads them all back from the store.
+    """
     store = store or RunStore()
+    if any(not 0 <= t < trials for t in only_trials):
+        raise ValueError(f"trial indices must be in 0..{trials - 1} (trials={trials}); got {list(only_trials)}.")
     runs = []
-    for trial in range(trials):
+    for trial in only_trials or range(trials):
         for control in ("none", *controls):
             exp = experiment(preset, profile, strategy=strategy, control=control, trial=trial,
                              oneshot=oneshot, rates=rates, scope=scope)

@@ -1,0 +1,80 @@
+"""The `lth` command end to end: runs split by trial, summaries with provenance, bad input as one line.
+
+Runs use the LeNet quick preset shrunk to a tiny real experiment (1,200 MNIST images, 30 iterations per
+round) by wrapping the `experiment` that `reports.run_grid` builds; everything else is the real path.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+
+import lth_tutorial.lottery as lottery
+import lth_tutorial.reports as reports
+from lth_tutorial.cli import main
+from lth_tutorial.training import train as real_train
+
+
+@pytest.fixture
+def tiny_runs(monkeypatch, data_root):
+    """Shrink every experiment the CLI builds; count the rounds that are actually trained."""
+    real_experiment = reports.experiment
+
+    def tiny(*args, **kwargs):
+        exp = real_experiment(*args, **kwargs)
+        return replace(exp, train=replace(exp.train, iterations=30, eval_every=10),
+                       data=replace(exp.data, train_examples=1_200, validation_size=200, test_examples=500))
+
+    trained = []
+
+    def counting_train(model, mask, splits, config, seed, **kwargs):
+        trained.append(seed)
+        return real_train(model, mask, splits, config, seed, **kwargs)
+
+    monkeypatch.setattr(reports, "experiment", tiny)
+    monkeypatch.setattr(lottery, "train", counting_train)
+    return trained
+
+
+def _run(*extra: str, store, out=None) -> int:
+    argv = ["run", "lenet-mnist", "--profile", "quick", "--rounds", "1", "--store", str(store), *extra]
+    return main(argv + (["--json", str(out)] if out else []))
+
+
+def test_trials_split_across_calls_meet_in_one_store(tiny_runs, tmp_path, capsys):
+    store = tmp_path / "store"
+    assert _run("--trials", "2", "--trial", "1", "--control", "reinit", store=store, out=tmp_path / "one.json") == 0
+    one = json.loads((tmp_path / "one.json").read_text())
+    assert {run["trial"] for run in one["runs"]} == {1}
+    assert [run["control"] for run in one["runs"]] == ["none", "reinit"]
+    assert len(tiny_runs) == 3            # ticket rounds 0 and 1, reinit round 1
+    assert "only 1" in capsys.readouterr().out
+
+    assert _run("--trials", "2", "--control", "reinit", store=store, out=tmp_path / "all.json") == 0
+    both = json.loads((tmp_path / "all.json").read_text())
+    assert [run["trial"] for run in both["runs"]] == [0, 0, 1, 1]
+    assert len(tiny_runs) == 6            # only trial 0 was trained; trial 1 came from the store
+    assert both["runs"][2:] == one["runs"]
+    assert set(both["provenance"]) >= {"lth_tutorial", "torch", "hardware", "python", "platform"}
+
+
+@pytest.mark.parametrize("extra, message", [
+    (("--trials", "2", "--trial", "2"), "trial indices must be in 0..1"),
+    (("--trial", "-1"), "trial indices must be in"),
+    (("--rounds", "-1"), "--rounds must be >= 0"),
+    (("--trials", "0"), "--trials must be >= 1"),
+    (("--rate", "fc=1.5"), "[0, 1)"),
+    (("--rate", "fc"), "KIND=RATE"),
+    (("--strategy", "rewind"), "rewind"),
+])
+def test_bad_input_is_one_line_and_exit_2(tiny_runs, tmp_path, capsys, extra, message):
+    assert _run(*extra, store=tmp_path / "store") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lth: error: ") and message in err and err.count("\n") == 1
+    assert tiny_runs == []                # nothing was trained
+
+
+def test_unknown_preset_names_the_fix(capsys):
+    assert main(["run", "lenet-cifar"]) == 2
+    assert "lth list" in capsys.readouterr().err
