@@ -65,6 +65,19 @@ def train_train_indices(config: DataConfig, n: int) -> list[int]:
     return order[config.validation_size:].sort().values.tolist()
 
 
+def conventional_dataloader(root: Path, seed: int) -> torch.utils.data.DataLoader:
+    """The textbook pipeline: torchvision MNIST, per-sample PIL -> ToTensor -> Normalize, host batches."""
+    from torchvision import datasets, transforms
+
+    extracted = all((root / "MNIST" / "raw" / name).is_file() for name in RAW_NAMES)
+    mean, std = NORMALIZATION["mnist"]
+    transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize(mean, std)])
+    full = datasets.MNIST(str(root), train=True, transform=transform, download=not extracted)
+    subset = torch.utils.data.Subset(full, train_train_indices(CONFIG, len(full)))
+    return torch.utils.data.DataLoader(subset, batch_size=BATCH, shuffle=True, num_workers=0,
+                                       generator=torch.Generator().manual_seed(seed))
+
+
 def run_epochs(batches_of_epoch, model: nn.Module, epochs: int, device: torch.device,
                to_device: bool) -> tuple[list[float], float, int]:
     """Train `epochs` epochs; returns per-epoch seconds, mean loss of the last epoch, examples seen."""
@@ -103,8 +116,6 @@ def main() -> None:
     device = torch.device(args.device)
     root = args.root or data_root()
 
-    from torchvision import datasets, transforms
-
     print(f"torch {torch.__version__}, device {device}, {torch.get_num_threads()} CPU threads, data root {root}")
 
     # --- data (not timed as training) ---
@@ -114,18 +125,11 @@ def main() -> None:
     ours_load = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    extracted = all((root / "MNIST" / "raw" / name).is_file() for name in RAW_NAMES)
-    mean, std = NORMALIZATION["mnist"]
-    transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize(mean, std)])
-    full = datasets.MNIST(str(root), train=True, transform=transform, download=not extracted)
-    subset = torch.utils.data.Subset(full, train_train_indices(CONFIG, len(full)))
+    dataloader = conventional_dataloader(root, args.seed)
     conventional_load = time.perf_counter() - t0
-    assert len(subset) == len(splits.train) == 55_000
+    assert len(dataloader.dataset) == len(splits.train) == 55_000
 
     ours_loader = DeviceLoader(splits.train, BATCH, seed=args.seed)
-    generator = torch.Generator().manual_seed(args.seed)
-    dataloader = torch.utils.data.DataLoader(subset, batch_size=BATCH, shuffle=True, num_workers=0,
-                                             generator=generator)
 
     def ours_epoch(epoch: int):
         return ours_loader.epoch(epoch)
