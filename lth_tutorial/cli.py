@@ -16,7 +16,8 @@ from .lottery import RoundProgress, check_strategy, resolve_device
 from .masks import PruningRule
 from .models import MODELS, UnknownModelError, count_weights, create_model, weight_kinds
 from .presets import PRESETS, PROFILES, current_profile, get_preset
-from .reports import csv_text, load_summary, markdown_table, provenance, run_grid, save_summary
+from .reports import (csv_text, load_summary, markdown_table, provenance, run_grid, save_summary,
+                      without_curves)
 from .store import RunStore, StoreError
 
 
@@ -108,6 +109,7 @@ def cmd_run(args) -> None:
     holder: dict = {}
     progress = _round_printer(holder)
     grid = _grid(args, progress)
+    grid["curve_points"] = 50 if args.curves else 0
     which = f" (only {', '.join(map(str, grid['only_trials']))})" if grid["only_trials"] else ""
     print(f"{grid['preset']} ({grid['profile']} profile) on {grid['device']}: {grid['trials']} trial(s){which}, "
           f"rounds 0..{grid['rounds']}, strategy {grid['strategy']}"
@@ -115,8 +117,11 @@ def cmd_run(args) -> None:
     print("| trial | run     | round | density% | es iter  | val loss | test acc@es% | final acc% |")
     summary = run_grid(**grid)
     print("\n" + markdown_table(summary))
+    if args.curves:
+        save_summary({**summary, "provenance": provenance()}, args.curves)
+        print(f"curves written to {args.curves}")
     if args.json:
-        save_summary({**summary, "provenance": provenance()}, args.json)
+        save_summary({**without_curves(summary), "provenance": provenance()}, args.json)
         print(f"summary written to {args.json}")
 
 
@@ -164,6 +169,8 @@ def parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run IMP (and controls) for a preset; finished rounds are reused")
     _selectors(run)
     run.add_argument("--json", help="write the summary JSON here")
+    run.add_argument("--curves", metavar="JSON", help="also write every round's training curves (thinned to "
+                     "about 50 evaluations: iteration, validation loss, test accuracy) here")
     run.set_defaults(func=cmd_run)
     report = sub.add_parser("report", help="figures (PNG) and tables (CSV, markdown) for a preset")
     _selectors(report)

@@ -28,11 +28,12 @@ def run_grid(preset: str, profile: str, *, rounds: int, trials: int, strategy: s
              rates: dict[str, float] | None = None, scope: str | None = None,
              store: RunStore | None = None, device: str | torch.device = "cpu",
              progress: RoundProgress | None = None, splits=None,
-             only_trials: tuple[int, ...] = ()) -> dict[str, Any]:
+             only_trials: tuple[int, ...] = (), curve_points: int = 0) -> dict[str, Any]:
     """Run (or read from the store) each trial's ticket run and its controls; return the summary.
 
     `only_trials` picks some of the `trials` (e.g. one per machine or process); a later call without
-    it reads them all back from the store.
+    it reads them all back from the store. `curve_points` > 0 keeps each round's training curves,
+    thinned to about that many evaluations, under "curve".
     """
     store = store or RunStore()
     if any(not 0 <= t < trials for t in only_trials):
@@ -46,14 +47,32 @@ def run_grid(preset: str, profile: str, *, rounds: int, trials: int, strategy: s
                 splits = load_splits(exp.data, device)
             metrics = run_experiment(exp, rounds, store, device, progress, splits)
             runs.append({"trial": trial, "strategy": "oneshot" if oneshot else strategy, "control": control,
-                         "rounds": [{k: m[k] for k in ROUND_KEYS} | _extra(m) for m in metrics
-                                    if m["round"] <= rounds]})
+                         "rounds": [{k: m[k] for k in ROUND_KEYS} | _extra(m) | _curve(m, curve_points)
+                                    for m in metrics if m["round"] <= rounds]})
     return {"preset": preset, "profile": profile, "runs": runs}
 
 
 def _extra(metrics: dict) -> dict:
     """Fixed-iteration accuracies (VGG/ResNet report these) carried into the summary."""
     return {k: v for k, v in metrics.items() if k.startswith("test_accuracy_at_")}
+
+
+CURVE_KEYS = ("iteration", "val_loss", "test_accuracy")
+
+
+def _curve(metrics: dict, points: int) -> dict:
+    """Every k-th evaluation (and the last), so that a paper-scale curve stays a few hundred bytes."""
+    if points <= 0:
+        return {}
+    curves = metrics["curves"]
+    n = len(curves["iteration"])
+    keep = sorted(set(range(-(-n // points) - 1, n, -(-n // points))) | {n - 1})
+    return {"curve": {k: [round(curves[k][i], 5) for i in keep] for k in CURVE_KEYS}}
+
+
+def without_curves(summary: dict) -> dict:
+    return {**summary, "runs": [{**run, "rounds": [{k: v for k, v in r.items() if k != "curve"} for r in run["rounds"]]}
+                                for run in summary["runs"]]}
 
 
 def provenance() -> dict[str, str]:

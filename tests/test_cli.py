@@ -78,3 +78,31 @@ def test_bad_input_is_one_line_and_exit_2(tiny_runs, tmp_path, capsys, extra, me
 def test_unknown_preset_names_the_fix(capsys):
     assert main(["run", "lenet-cifar"]) == 2
     assert "lth list" in capsys.readouterr().err
+
+
+def test_curves_file_keeps_thinned_curves_and_summary_stays_small(tiny_runs, tmp_path):
+    assert _run("--trials", "1", store=tmp_path / "store", out=tmp_path / "s.json") == 0
+    assert main(["run", "lenet-mnist", "--profile", "quick", "--rounds", "1", "--trials", "1", "--store",
+                 str(tmp_path / "store"), "--curves", str(tmp_path / "c.json")]) == 0
+    assert len(tiny_runs) == 2            # the second call read both rounds from the store
+    summary = json.loads((tmp_path / "s.json").read_text())
+    curves = json.loads((tmp_path / "c.json").read_text())
+    assert all("curve" not in r for run in summary["runs"] for r in run["rounds"])
+    round0 = curves["runs"][0]["rounds"][0]
+    # 30 iterations evaluated every 10: 3 evaluations, all kept (fewer than 50)
+    assert round0["curve"]["iteration"] == [10, 20, 30]
+    assert len(round0["curve"]["test_accuracy"]) == 3 and len(round0["curve"]["val_loss"]) == 3
+    assert {k: v for k, v in round0.items() if k != "curve"} == summary["runs"][0]["rounds"][0]
+
+
+def test_curve_thinning_keeps_every_kth_and_the_last():
+    from lth_tutorial.reports import _curve
+
+    n = 500
+    curves = {"iteration": [100 * (i + 1) for i in range(n)], "val_loss": [float(i) for i in range(n)],
+              "test_accuracy": [i / n for i in range(n)]}
+    kept = _curve({"curves": curves}, 50)["curve"]["iteration"]
+    assert kept == [1000 * (i + 1) for i in range(50)]
+    kept = _curve({"curves": {k: v[:499] for k, v in curves.items()}}, 50)["curve"]["iteration"]
+    assert kept[-1] == 49_900 and kept[-2] == 49_000 and len(kept) == 50
+    assert _curve({"curves": curves}, 0) == {}
