@@ -110,6 +110,25 @@ def curves_figure(metrics: list[dict], title: str = "") -> plt.Figure:
     return fig
 
 
+def summary_curves_figure(summary: dict, rounds: list[int], control_rounds: list[int] = (), trial: int = 0,
+                          title: str = "") -> plt.Figure:
+    """Figure 3 from a summary written with curves (`lth run --curves`): one trial's tickets at `rounds`
+    (solid), and its control at `control_rounds` (dashed, in the colour of the ticket of the same round)."""
+    runs = {run["control"]: {r["round"]: r for r in run["rounds"]} for run in summary["runs"]
+            if run["trial"] == trial and run["strategy"] in ("reset", "oneshot")}
+    fig = curves_figure([{"density": runs["none"][k]["density"], "curves": runs["none"][k]["curve"]} for k in rounds],
+                        title=title)
+    ax = fig.axes[0]
+    colors = {k: line.get_color() for k, line in zip(rounds, ax.get_lines())}
+    control = next((c for c in runs if c != "none"), None)
+    for k in control_rounds if control else ():
+        r = runs[control][k]
+        ax.plot(r["curve"]["iteration"], [a * 100 for a in r["curve"]["test_accuracy"]], "--", color=colors.get(k),
+                label=f"{control}, Pm {r['density'] * 100:.1f}%")
+    ax.legend(fontsize=8, loc="lower right")
+    return fig
+
+
 def report_figures(summary: dict, out: str | Path, paper_scale: dict | None = None) -> list[Path]:
     """Save the standard figures of a summary as PNG in `out`; return their paths."""
     out = Path(out)
@@ -127,6 +146,14 @@ def report_figures(summary: dict, out: str | Path, paper_scale: dict | None = No
         ax.set_title(f"{summary['preset']}: ticket vs controls ({summary['profile']} profile)")
         fig.tight_layout()
         paths.append(out / f"{name}-{metric}.png")
+        fig.savefig(paths[-1], dpi=120)
+        plt.close(fig)
+    last = max(r["round"] for run in summary["runs"] for r in run["rounds"])
+    if last >= 1 and all("curve" in r for run in summary["runs"] for r in run["rounds"]):
+        shown = sorted({0, last // 4, last // 2, (3 * last) // 4, last})
+        fig = summary_curves_figure(summary, shown, shown[-2:] if last > 1 else shown[-1:],
+                                    title=f"{summary['preset']}, trial 0: tickets (solid), controls (dashed)")
+        paths.append(out / f"{name}-curves.png")
         fig.savefig(paths[-1], dpi=120)
         plt.close(fig)
     return paths

@@ -106,3 +106,16 @@ def test_curve_thinning_keeps_every_kth_and_the_last():
     kept = _curve({"curves": {k: v[:499] for k, v in curves.items()}}, 50)["curve"]["iteration"]
     assert kept[-1] == 49_900 and kept[-2] == 49_000 and len(kept) == 50
     assert _curve({"curves": curves}, 0) == {}
+
+
+def test_report_draws_a_curves_file_without_training(tiny_runs, tmp_path, capsys):
+    store = tmp_path / "store"
+    assert main(["run", "lenet-mnist", "--profile", "quick", "--rounds", "2", "--trials", "1", "--control", "reinit",
+                 "--store", str(store), "--curves", str(tmp_path / "c.json")]) == 0
+    trained = len(tiny_runs)
+    assert main(["report", "lenet-mnist", "--from-json", str(tmp_path / "c.json"), "--out", str(tmp_path / "rep")]) == 0
+    assert len(tiny_runs) == trained
+    names = {p.name for p in (tmp_path / "rep").iterdir()}
+    assert names == {f"lenet-mnist-quick{s}" for s in ("-density.png", "-accuracy.png", "-early_stop.png",
+                                                       "-curves.png", ".csv", ".md")}
+    assert all((tmp_path / "rep" / n).stat().st_size > 1000 for n in names if n.endswith(".png"))
