@@ -8,6 +8,7 @@ fraction of prunable weights that remain), grouping runs into labelled series, a
 from __future__ import annotations
 
 import json
+import os
 import platform
 import statistics
 from pathlib import Path
@@ -75,11 +76,22 @@ def without_curves(summary: dict) -> dict:
                                 for run in summary["runs"]]}
 
 
+def _cpu_name() -> str:
+    try:  # Linux names the CPU model here; platform.processor() is often empty
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "cpu"
+
+
 def provenance() -> dict[str, str]:
     from . import __version__
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu"
+    device = (torch.cuda.get_device_name() if torch.cuda.is_available()
+              else f"{_cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads")
     return {"lth_tutorial": __version__, "torch": torch.__version__, "python": platform.python_version(),
-            "hardware": f"{device} ({torch.get_num_threads()} threads)", "platform": platform.platform()}
+            "hardware": device, "platform": platform.platform()}
 
 
 def label(run: dict) -> str:

@@ -9,6 +9,7 @@ import json
 from dataclasses import replace
 
 import pytest
+import torch
 
 import lth_tutorial.lottery as lottery
 import lth_tutorial.reports as reports
@@ -57,6 +58,7 @@ def test_trials_split_across_calls_meet_in_one_store(tiny_runs, tmp_path, capsys
     assert len(tiny_runs) == 6            # only trial 0 was trained; trial 1 came from the store
     assert both["runs"][2:] == one["runs"]
     assert set(both["provenance"]) >= {"lth_tutorial", "torch", "hardware", "python", "platform"}
+    assert "torch threads" in both["provenance"]["hardware"] or torch.cuda.is_available()
 
 
 @pytest.mark.parametrize("extra, message", [
