@@ -118,7 +118,7 @@ def cmd_run(args) -> None:
     summary = run_grid(**grid)
     print("\n" + markdown_table(summary))
     if args.curves:
-        save_summary({**summary, "provenance": provenance()}, args.curves)
+        save_summary({**summary, "provenance": provenance()}, args.curves, compact=True)
         print(f"curves written to {args.curves}")
     if args.json:
         save_summary({**without_curves(summary), "provenance": provenance()}, args.json)

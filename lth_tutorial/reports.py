@@ -11,6 +11,7 @@ import json
 import os
 import platform
 import statistics
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,10 @@ def run_grid(preset: str, profile: str, *, rounds: int, trials: int, strategy: s
             runs.append({"trial": trial, "strategy": "oneshot" if oneshot else strategy, "control": control,
                          "rounds": [{k: m[k] for k in ROUND_KEYS} | _extra(m) | _curve(m, curve_points)
                                     for m in metrics if m["round"] <= rounds]})
-    return {"preset": preset, "profile": profile, "runs": runs}
+    config = experiment(preset, profile, strategy=strategy, oneshot=oneshot, rates=rates, scope=scope)
+    described = {k: v for k, v in asdict(config).items() if k not in ("trial", "control")}
+    return {"preset": preset, "profile": profile, "config": described, "trials": sorted({r["trial"] for r in runs}),
+            "controls": list(controls), "rounds": rounds, "runs": runs}
 
 
 def _extra(metrics: dict) -> dict:
@@ -146,10 +150,12 @@ def csv_text(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def save_summary(summary: dict, path: str | Path) -> None:
+def save_summary(summary: dict, path: str | Path, compact: bool = False) -> None:
+    """Indented JSON (diffs read well); `compact` for curve files, which nobody reads by eye."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(summary, indent=1) + "\n")
+    text = json.dumps(summary, separators=(",", ":")) if compact else json.dumps(summary, indent=1)
+    path.write_text(text + "\n")
 
 
 def load_summary(path: str | Path) -> dict:
