@@ -18,6 +18,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from bench_loader import sync  # the script beside this one
 from lth_tutorial.models import INPUT_SHAPES, MODELS, create_model, weight_kinds
 from lth_tutorial.presets import PRESETS
 
@@ -45,13 +46,11 @@ def make_step(model, batch: int, dataset: str, channels_last: bool, device: torc
 
 
 def time_steps(step, steps: int, device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    sync(device)
     start = time.perf_counter()
     for _ in range(steps):
         step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    sync(device)
     return (time.perf_counter() - start) / steps
 
 

@@ -20,6 +20,7 @@ import time
 
 import torch
 
+from bench_loader import sync  # the script beside this one
 from lth_tutorial.data import Split, Splits
 from lth_tutorial.masks import Mask
 from lth_tutorial.models import INPUT_SHAPES, create_model, weight_kinds
@@ -29,11 +30,6 @@ from lth_tutorial.training import evaluate, train
 EVAL_IMAGES = 5_000 + 10_000   # validation + test, evaluated together every eval_every iterations
 ONE_PER_MODEL = ("lenet-mnist", "conv2-cifar10", "conv4-cifar10", "conv6-cifar10", "conv2-cifar10-dropout",
                  "vgg19-cifar10-warmup", "resnet18-cifar10-warmup")
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def synthetic(dataset: str, n: int, device: torch.device, classes: int = 10) -> Split:

@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 import bench_loader  # the conventional pipeline, from the script beside this one
+from bench_loader import sync
 from lth_tutorial.data import data_root, load_splits
 from lth_tutorial.masks import Mask
 from lth_tutorial.models import create_model, weight_kinds
@@ -33,11 +34,6 @@ from lth_tutorial.presets import get_preset
 from lth_tutorial.training import train
 
 LENET_FORWARD_FLOPS = 2 * (784 * 300 + 300 * 100 + 100 * 10)  # multiply-adds x 2, per example
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def matmul_peak(device: torch.device, n: int = 2048, repeats: int = 10) -> float:

@@ -114,8 +114,7 @@ def summary_curves_figure(summary: dict, rounds: list[int], control_rounds: list
                           title: str = "") -> plt.Figure:
     """Figure 3 from a summary written with curves (`lth run --curves`): one trial's tickets at `rounds`
     (solid), and its control at `control_rounds` (dashed, in the colour of the ticket of the same round)."""
-    runs = {run["control"]: {r["round"]: r for r in run["rounds"]} for run in summary["runs"]
-            if run["trial"] == trial and run["strategy"] in ("reset", "oneshot")}
+    runs = {run["control"]: {r["round"]: r for r in run["rounds"]} for run in summary["runs"] if run["trial"] == trial}
     fig = curves_figure([{"density": runs["none"][k]["density"], "curves": runs["none"][k]["curve"]} for k in rounds],
                         title=title)
     ax = fig.axes[0]
@@ -151,7 +150,7 @@ def report_figures(summary: dict, out: str | Path, paper_scale: dict | None = No
     last = max(r["round"] for run in summary["runs"] for r in run["rounds"])
     if last >= 1 and all("curve" in r for run in summary["runs"] for r in run["rounds"]):
         shown = sorted({0, last // 4, last // 2, (3 * last) // 4, last})
-        fig = summary_curves_figure(summary, shown, shown[-2:] if last > 1 else shown[-1:],
+        fig = summary_curves_figure(summary, shown, [k for k in shown[-2:] if k > 0],  # controls start at round 1
                                     title=f"{summary['preset']}, trial 0: tickets (solid), controls (dashed)")
         paths.append(out / f"{name}-curves.png")
         fig.savefig(paths[-1], dpi=120)

@@ -71,7 +71,8 @@ def _curve(metrics: dict, points: int) -> dict:
         return {}
     curves = metrics["curves"]
     n = len(curves["iteration"])
-    keep = sorted(set(range(-(-n // points) - 1, n, -(-n // points))) | {n - 1})
+    stride = -(-n // points)  # ceil(n / points)
+    keep = sorted(set(range(stride - 1, n, stride)) | {n - 1})
     return {"curve": {k: [round(curves[k][i], 5) for i in keep] for k in CURVE_KEYS}}
 
 
