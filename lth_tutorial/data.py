@@ -11,6 +11,7 @@ import gzip
 import hashlib
 import os
 import pickle
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 
 from .checksums import CIFAR10_ORIGINAL_MD5, CONTENT_SHA256
+from .seeds import stream_seed
 
 DATASETS = ("mnist", "cifar10")
 FULL_SIZES = {("mnist", "train"): 60_000, ("mnist", "test"): 10_000,
@@ -164,6 +166,13 @@ def _reference(dataset: str, split: str, count: int) -> tuple[int, tuple[str, st
 
 def _verify_original_cifar_files(root: Path, split: str) -> None:
     """Full CIFAR-10 has no recorded content checksum (it cannot be had here): check file MD5s."""
+    missing = [n for n in CIFAR_FILES[split] if not (root / "cifar-10-batches-py" / n).exists()]
+    if missing:
+        raise DataError(f"{root / 'cifar-10-batches-py' / missing[0]} is missing: a CIFAR-10 {split} subset "
+                        f"without a recorded content checksum is checked against all the original batch "
+                        f"files, so put every one of {', '.join(CIFAR_FILES[split])} into "
+                        f"{root / 'cifar-10-batches-py'}, or use a recorded subset size (4,000 train / "
+                        f"1,000 test, as the quick profiles do).")
     for name in CIFAR_FILES[split]:
         path = root / "cifar-10-batches-py" / name
         digest = hashlib.md5(path.read_bytes()).hexdigest()
@@ -219,9 +228,15 @@ def load_split(dataset: str, split: str, count: int | None = None,
             raise DataError(_missing_message(root, dataset, split, count, f"{type(e).__name__}: {e}")) from e
     images, labels = _decode_and_verify(root, dataset, split, count)
     cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(".tmp")
-    torch.save({"images": images, "labels": labels, "sha256": list(content_sha256(images, labels))}, tmp)
-    os.replace(tmp, cache)
+    # a unique temporary name in the cache folder: concurrent first loads each write their own, and
+    # the rename leaves one whole file whoever finishes last (the contents are identical)
+    handle, tmp = tempfile.mkstemp(dir=cache.parent, prefix=f".{cache.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        torch.save({"images": images, "labels": labels, "sha256": list(content_sha256(images, labels))}, tmp)
+        os.replace(tmp, cache)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
     return images, labels
 
 
@@ -247,6 +262,7 @@ class Split:
 
     images: torch.Tensor
     labels: torch.Tensor
+    black: torch.Tensor | None = None  # (1, C, 1, 1): a raw 0 pixel, normalized (augmentation pads with it)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -275,20 +291,37 @@ def load_splits(config: DataConfig, device: str | torch.device = "cpu", root: Pa
     test_images, test_labels = load_split(config.dataset, "test", config.test_examples, root)
 
     def split(x: torch.Tensor, y: torch.Tensor) -> Split:
-        return Split(_normalize(x, config.dataset, device), y.to(device))
+        black = _normalize(torch.zeros(1, x.shape[1], 1, 1, dtype=torch.uint8), config.dataset, device)
+        return Split(_normalize(x, config.dataset, device), y.to(device), black)
 
     return Splits(split(images[train_idx], labels[train_idx]), split(images[val_idx], labels[val_idx]),
                   split(test_images, test_labels))
 
 
-def augment_batch(images: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
-    """Random horizontal flip and random `pad`-pixel pad-and-crop, per example, on the device."""
+def augment_params(n: int, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """Per example: (flip, dy, dx) for `augment_batch`, drawn at once on the generator's device."""
+    device = generator.device
+    flip = (torch.rand(n, device=device, generator=generator) < 0.5).long()
+    shifts = torch.randint(0, 2 * pad + 1, (2, n), device=device, generator=generator)
+    return torch.stack([flip, shifts[0], shifts[1]], 1)
+
+
+def augment_batch(images: torch.Tensor, params: torch.Tensor, black: torch.Tensor | None = None,
+                  pad: int = 4) -> torch.Tensor:
+    """Random horizontal flip and `pad`-pixel pad-and-crop, per example, on the device.
+
+    `black` (1, C, 1, 1) is the normalized value of a raw 0 pixel: the padding is black, as padding the
+    raw image and normalizing afterwards gives (not 0, which is the dataset mean after normalization).
+    """
     n, c, h, w = images.shape
     device = images.device
-    flip = torch.rand(n, device=device, generator=generator) < 0.5
+    flip, dy, dx = params[:, 0].bool(), params[:, 1], params[:, 2]
     images = torch.where(flip.view(n, 1, 1, 1), images.flip(3), images)
     padded = torch.nn.functional.pad(images, (pad, pad, pad, pad))
-    dy, dx = (torch.randint(0, 2 * pad + 1, (n,), device=device, generator=generator) for _ in range(2))
+    if black is not None:  # a where, not (x - black) + black, so that the image's own pixels stay bitwise
+        inside = torch.zeros(1, 1, h + 2 * pad, w + 2 * pad, dtype=torch.bool, device=device)
+        inside[..., pad:pad + h, pad:pad + w] = True
+        padded = torch.where(inside, padded, black.to(padded.dtype))
     rows = (dy.view(n, 1) + torch.arange(h, device=device)).view(n, 1, h, 1)
     cols = (dx.view(n, 1) + torch.arange(w, device=device)).view(n, 1, 1, w)
     return padded[torch.arange(n, device=device).view(n, 1, 1, 1), torch.arange(c, device=device).view(1, c, 1, 1),
@@ -299,34 +332,41 @@ class DeviceLoader:
     """Shuffled minibatches of a split, by index, on its device; a new order every epoch.
 
     Every example appears exactly once per epoch (the last batch of an epoch may be smaller). The
-    order depends only on (seed, epoch), so two loaders with the same seed yield the same batches.
+    order and augmentation depend only on (seed, epoch), so two loaders with the same seed yield the
+    same batches, and `batches(start=K)` yields exactly what the K+1-th batch onwards would have been.
     """
 
     def __init__(self, split: Split, batch_size: int, seed: int, augment: bool = False):
         self.split, self.batch_size, self.seed, self.augment = split, batch_size, seed, augment
         self.device = split.images.device
-        self._augment_rng = torch.Generator(device=self.device).manual_seed(seed + 1)
 
     def __len__(self) -> int:
         """Batches per epoch."""
         return -(-len(self.split) // self.batch_size)
 
-    def epoch(self, index: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        rng = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
+    def epoch(self, index: int, skip: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        rng = torch.Generator().manual_seed(stream_seed(self.seed, index, 0))
         order = torch.randperm(len(self.split), generator=rng).to(self.device)
-        for start in range(0, len(order), self.batch_size):
+        params = None
+        if self.augment:
+            aug_rng = torch.Generator(device=self.device).manual_seed(stream_seed(self.seed, index, 1))
+            params = augment_params(len(order), aug_rng)
+        for start in range(skip * self.batch_size, len(order), self.batch_size):
             idx = order[start:start + self.batch_size]
             images = self.split.images[idx]
-            if self.augment:
-                images = augment_batch(images, self._augment_rng)
+            if params is not None:
+                images = augment_batch(images, params[start:start + self.batch_size], self.split.black)
             yield images, self.split.labels[idx]
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Endless: epoch after epoch."""
-        index = 0
+    def batches(self, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Endless, epoch after epoch, from batch number `start` (0-based, counted over epochs)."""
+        index, skip = divmod(start, len(self))
         while True:
-            yield from self.epoch(index)
-            index += 1
+            yield from self.epoch(index, skip)
+            index, skip = index + 1, 0
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return self.batches(0)
 
 
 def record_checksums(root: Path | None = None) -> None:

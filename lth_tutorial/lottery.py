@@ -1,23 +1,32 @@
 """Iterative magnitude pruning (IMP) and its controls, round by round, through the run store.
 
-Owns: `Experiment` (everything that defines a run, frozen; its hash names the run's folder) and
-`run_experiment`, which brings a run up to N pruning rounds, training only what the store lacks.
+Owns: `Experiment` (everything that defines a run, frozen), what keys its folders, where each round
+starts, and `run_experiment`, which brings a run up to N pruning rounds, training only what the store
+lacks (under the run's lock, so concurrent processes never train a round twice).
 
 A round k trains the network under mask_k from its start weights, then mask_{k+1} = prune(trained_k).
+Round 0 (dense) does not depend on how a run prunes, so it lives in a *dense* run shared by every
+ticket of the same model, data, training and trial: changing a pruning rate trains only rounds >= 1.
 Start weights by strategy:
   - `reset`      survivors back to their initial values (the winning ticket);
-  - `rewind:K`   survivors back to their values after K iterations of round 0 (late resetting);
+  - `rewind:K`   survivors back to their values after K iterations of round 0, then training *resumes*
+                 at iteration K (Frankle et al. 2019/2020): the lr schedule from K, the data order from K,
+                 and the remaining T - K iterations; the optimizer state starts fresh (as open_lth does);
   - `continue`   no reset: keep training the trained survivors (the paper's comparison).
 `oneshot` (target densities) prunes the dense trained network of round 0 straight to each target.
-Controls run on the masks a ticket run found (round k >= 1, so they need that run; it is run first):
-  - `reinit`     the same mask, a fresh random init from an independent seed;
+Controls run on the masks a ticket run found (round k >= 1, so they need that run; it is run first),
+train with the ticket's data order and start iteration, and differ from it only in what they control:
+  - `reinit`     the same mask, a fresh random init (its own seed per trial and round, `seeds`);
   - `random`     a random mask with the same per-layer densities, and a fresh init.
+Densities are over all weights the network has (the paper's Pm), shortcuts and output included;
+per-kind densities are kept beside it.
 """
 from __future__ import annotations
 
 import re
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -25,8 +34,9 @@ import torch
 from .data import DataConfig, Splits, load_splits
 from .masks import Mask, PruningRule, prune_magnitude, prune_oneshot, random_mask_like
 from .models import create_model, weight_kinds
-from .store import RunStore
-from .training import TrainConfig, train
+from .seeds import derive_seed
+from .store import RunStore, changed_fields, environment
+from .training import TrainConfig, set_deterministic, train
 
 CONTROLS = ("none", "reinit", "random")
 _REWIND = re.compile(r"^rewind:(\d+)$")
@@ -49,8 +59,8 @@ class Experiment:
     strategy: str = "reset"
     control: str = "none"
     oneshot: tuple[float, ...] = ()   # target densities; empty means iterative pruning
-    trial: int = 0                    # trial t uses seed 1000 * t + base: inits and data orders differ
-    preset: str = ""                  # provenance (part of the hash, so presets never share a folder)
+    trial: int = 0                    # trials draw independent inits and data orders (`seeds`)
+    preset: str = ""                  # provenance: names the store folder the run lives in
     profile: str = ""
 
     def __post_init__(self):
@@ -67,15 +77,35 @@ class Experiment:
         for density in self.oneshot:
             if not 0.0 < density < 1.0:
                 raise ValueError(f"one-shot density must be in (0, 1); got {density}.")
+        if self.trial < 0:
+            raise ValueError(f"trial must be >= 0; got {self.trial}.")
+
+    # ---- seeds: see `seeds` for what is shared on purpose -------------------------------------------
 
     @property
-    def seed(self) -> int:
-        return 1000 * self.trial + 7
+    def init_seed(self) -> int:
+        """The ticket's (dense network's) initialization."""
+        return derive_seed(self.trial, "ticket", 0, "init")
+
+    @property
+    def data_seed(self) -> int:
+        """Data order, augmentation and dropout of every round of the ticket and its controls."""
+        return derive_seed(self.trial, "ticket", 0, "data")
+
+    def control_seed(self, round_index: int, purpose: str) -> int:
+        return derive_seed(self.trial, self.control, round_index, purpose)
+
+    # ---- derived ----------------------------------------------------------------------------------
 
     @property
     def rewind_iteration(self) -> int | None:
         match = _REWIND.match(self.strategy)
         return int(match.group(1)) if match else None
+
+    @property
+    def start_iteration(self) -> int:
+        """Where rounds >= 1 start training: K for rewind:K (they resume there), else 0."""
+        return self.rewind_iteration or 0
 
     @property
     def max_rounds(self) -> int | None:
@@ -84,6 +114,73 @@ class Experiment:
     def ticket(self) -> "Experiment":
         """The ticket run whose masks a control uses."""
         return replace(self, control="none")
+
+    # ---- what names its folders ---------------------------------------------------------------------
+
+    def dense_key(self) -> dict[str, Any]:
+        """What round 0 depends on (not the pruning rule, strategy or control)."""
+        return {"model": self.model, "data": changed_fields(self.data), "train": changed_fields(self.train),
+                "dropout": self.dropout, "trial": self.trial}
+
+    def ticket_key(self) -> dict[str, Any]:
+        return {**self.dense_key(), "pruning": {"rates": dict(sorted(self.pruning.rates.items())),
+                                                "scope": self.pruning.scope},
+                "strategy": self.strategy, "oneshot": list(self.oneshot)}
+
+    @property
+    def group(self) -> str:
+        return f"{self.preset or self.model}-{self.profile or 'custom'}"
+
+    @property
+    def ticket_name(self) -> str:
+        return f"t{self.trial}-" + ("oneshot" if self.oneshot else self.strategy.replace(":", ""))
+
+
+@dataclass(frozen=True)
+class RunFolders:
+    """Where an experiment's files are: its dense round 0, its ticket and (for a control) its own."""
+
+    dense: Path
+    ticket: Path
+    control: Path | None
+
+    @property
+    def own(self) -> Path:
+        return self.control or self.ticket
+
+    def round(self, index: int) -> Path:
+        """The folder of round `index` of this run (round 0 of a ticket is the dense run's)."""
+        run = self.dense if index == 0 and self.control is None else self.own
+        return RunStore.round_dir(run, index)
+
+    def finished_rounds(self) -> list[int]:
+        """Rounds with metrics (for a ticket, round 0 counts when its dense run has it)."""
+        own = RunStore().finished_rounds(self.own)
+        dense = [0] if self.control is None and (self.round(0) / "metrics.json").exists() else []
+        return sorted(set(dense + own))
+
+
+def run_folders(experiment: Experiment, store: RunStore, device: str | torch.device = "cpu") -> RunFolders:
+    """The experiment's folders in `store` for runs made on `device` in this process's settings."""
+    env = {"made_with": environment(device)}
+    dense = store.folder({**experiment.dense_key(), **env}, f"t{experiment.trial}-dense", group=experiment.group)
+    ticket = store.folder({**experiment.ticket_key(), **env}, experiment.ticket_name, group=experiment.group)
+    control = None
+    if experiment.control != "none":
+        control = store.folder({**experiment.ticket_key(), **env, "control": experiment.control},
+                               experiment.control, parent=ticket)
+    return RunFolders(dense, ticket, control)
+
+
+def load_round(experiment: Experiment, index: int, what: str, store: RunStore | None = None,
+               device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """A finished round's `mask` or `trained` weights, or the run's `init` (ticket's) as tensors."""
+    folders = run_folders(experiment, store or RunStore(), device)
+    if what == "init":
+        return (store or RunStore()).load_tensors(folders.dense / "init.pt", device)
+    if what not in ("mask", "trained"):
+        raise ValueError(f"load_round reads 'init', 'mask' or 'trained'; got {what!r}.")
+    return (store or RunStore()).load_tensors(folders.round(index) / f"{what}.pt", device)
 
 
 @dataclass
@@ -105,35 +202,29 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
-def _prunable_density(mask: Mask, experiment: Experiment, kinds: dict[str, str]) -> float:
-    names = experiment.pruning.prunable(kinds) or list(mask)
-    return mask.density(names)
+def kind_densities(mask: Mask, kinds: dict[str, str]) -> dict[str, float]:
+    return {kind: mask.density([n for n in mask if kinds[n] == kind]) for kind in sorted(set(kinds.values()))}
 
 
-def _train_round(experiment: Experiment, store: RunStore, run, index: int, model: torch.nn.Module,
+def _train_round(experiment: Experiment, store: RunStore, folder: Path, index: int, model: torch.nn.Module,
                  mask: Mask, splits: Splits, kinds: dict[str, str], progress: RoundProgress | None,
-                 snapshot_at: int | None = None) -> dict:
-    folder = store.round_dir(run, index)
+                 start_iteration: int = 0, snapshot_at: int | None = None) -> tuple[dict, dict | None]:
     store.save_tensors(folder / "mask.pt", mask)
     if progress and progress.start_round:
-        progress.start_round(experiment, index, experiment.train.iterations)
+        progress.start_round(experiment, index, experiment.train.iterations - start_iteration)
     started = time.perf_counter()
-    metrics, snapshot = train(model, mask, splits, experiment.train, seed=experiment.seed,
+    metrics, snapshot = train(model, mask, splits, experiment.train, seed=experiment.data_seed,
                               augment=experiment.data.augment, snapshot_at=snapshot_at,
+                              start_iteration=start_iteration,
                               progress=progress.iterations if progress else None)
-    if snapshot is not None:
-        store.save_tensors(run / "rewind.pt", snapshot)
     store.save_tensors(folder / "trained.pt", model.state_dict())
-    metrics = {"round": index, "density": _prunable_density(mask, experiment, kinds),
-               "seconds": round(time.perf_counter() - started, 2), "device": str(splits.train.images.device),
-               "layer_density": mask.layer_densities(), **metrics}
+    metrics = {"round": index, "density": mask.density(), "kind_density": kind_densities(mask, kinds),
+               "start_iteration": start_iteration, "seconds": round(time.perf_counter() - started, 2),
+               "device": str(splits.train.images.device), "layer_density": mask.layer_densities(), **metrics}
     store.save_json(folder / "metrics.json", metrics)  # last: marks the round finished
-    if index >= 3:  # older trained weights are not needed again (round 0 feeds one-shot; keep it). The
-        # previous round's are kept, so deleting this round's folder (what a StoreError says) can redo it.
-        store.discard(store.round_dir(run, index - 2) / "trained.pt")
     if progress and progress.end_round:
         progress.end_round(experiment, metrics)
-    return metrics
+    return metrics, snapshot
 
 
 def _fresh_model(experiment: Experiment, seed: int, device: torch.device) -> torch.nn.Module:
@@ -142,71 +233,104 @@ def _fresh_model(experiment: Experiment, seed: int, device: torch.device) -> tor
 
 def run_experiment(experiment: Experiment, rounds: int, store: RunStore | None = None,
                    device: str | torch.device = "cpu", progress: RoundProgress | None = None,
-                   splits: Splits | None = None) -> list[dict]:
-    """Bring `experiment` up to `rounds` pruning rounds (rounds 0..N); return every round's metrics.
+                   splits: Splits | None = None, deterministic: bool = True) -> list[dict]:
+    """Bring `experiment` up to `rounds` pruning rounds; return the metrics of rounds 0..N (1..N for a
+    control; capped at the one-shot targets).
 
     Finished rounds are read from the store, never retrained; a run interrupted at any point resumes
-    from its last finished round.
+    from its last finished round. `deterministic` is the one determinism switch (`set_deterministic`).
     """
     if rounds < 0:
         raise ValueError(f"rounds must be >= 0; got {rounds}.")
     if experiment.max_rounds is not None:
         rounds = min(rounds, experiment.max_rounds)
+    set_deterministic(deterministic)
     store = store or RunStore()
     device = torch.device(device)
-    run = store.run_dir(experiment)
-    done = set(store.finished_rounds(run))
-    wanted = range(1 if experiment.control != "none" else 0, rounds + 1)
-    if all(k in done for k in wanted):
-        return store.load_metrics(run)
-    splits = splits or load_splits(experiment.data, device)
-    if experiment.control != "none":
-        _run_control(experiment, rounds, store, run, done, device, progress, splits)
-    else:
-        _run_ticket(experiment, rounds, store, run, done, device, progress, splits)
-    return store.load_metrics(run)
+    folders = run_folders(experiment, store, device)
+    wanted = list(range(1 if experiment.control != "none" else 0, rounds + 1))
 
+    def finished() -> bool:
+        return all((folders.round(k) / "metrics.json").exists() for k in wanted)
 
-def _run_ticket(experiment, rounds, store, run, done, device, progress, splits) -> None:
-    model = _fresh_model(experiment, experiment.seed, device)
-    kinds = weight_kinds(model)
-    if not (run / "init.pt").exists():
-        store.save_tensors(run / "init.pt", model.state_dict())
-    init = store.load_tensors(run / "init.pt", device)
-    for index in range(rounds + 1):
-        if index in done:
-            continue
-        if index == 0:
-            mask = Mask.ones_like({n: p for n, p in model.named_parameters() if n in kinds})
-            model.load_state_dict(init)
-            _train_round(experiment, store, run, 0, model, mask, splits, kinds, progress,
-                         snapshot_at=experiment.rewind_iteration)
-            continue
-        previous = store.round_dir(run, index - 1)
-        base = store.round_dir(run, 0) if experiment.oneshot else previous
-        trained = store.load_tensors(base / "trained.pt", device)
-        if experiment.oneshot:
-            mask = prune_oneshot({n: trained[n] for n in kinds}, kinds, experiment.pruning,
-                                 experiment.oneshot[index - 1])
+    if not finished():
+        splits = splits or load_splits(experiment.data, device)
+        if experiment.control != "none":
+            run_experiment(experiment.ticket(), rounds, store, device, progress, splits, deterministic)
+            with store.lock(folders.own):
+                _run_control(experiment, wanted, store, folders, device, progress, splits)
         else:
-            mask = prune_magnitude(trained, Mask(store.load_tensors(previous / "mask.pt", device)),
-                                   kinds, experiment.pruning)
-        start = {"reset": init, "continue": trained}.get(experiment.strategy)
-        if start is None:  # rewind:K
-            start = store.load_tensors(run / "rewind.pt", device)
-        model.load_state_dict(start)
-        _train_round(experiment, store, run, index, model, mask, splits, kinds, progress)
+            _run_ticket(experiment, rounds, store, folders, device, progress, splits)
+    return [store.load_json(folders.round(k) / "metrics.json") for k in wanted]
 
 
-def _run_control(experiment, rounds, store, run, done, device, progress, splits) -> None:
-    ticket_store_run = store.run_dir(experiment.ticket())
-    run_experiment(experiment.ticket(), rounds, store, device, progress, splits)
-    for index in range(1, rounds + 1):
-        if index in done:
+def _dense_round(experiment, store, folders, device, progress, splits) -> None:
+    """Round 0 (and the rewind snapshot this strategy needs), under the dense run's lock."""
+    dense, k = folders.dense, experiment.rewind_iteration
+    with store.lock(dense):
+        model = _fresh_model(experiment, experiment.init_seed, device)
+        kinds = weight_kinds(model)
+        if not (dense / "init.pt").exists():
+            store.save_tensors(dense / "init.pt", model.state_dict())
+        rewind_file = dense / f"rewind_{k}.pt"
+        need_rewind = k is not None and not rewind_file.exists()
+        if (RunStore.round_dir(dense, 0) / "metrics.json").exists() and not need_rewind:
+            return
+        model.load_state_dict(store.load_tensors(dense / "init.pt", device))
+        mask = Mask.ones_like({n: p for n, p in model.named_parameters() if n in kinds})
+        if (RunStore.round_dir(dense, 0) / "metrics.json").exists():
+            # round 0 was trained by a run that rewinds elsewhere: replay its first k iterations
+            # (same seed, same order, bitwise the same weights) instead of training it again
+            _, snapshot = train(model, mask, splits, replace(experiment.train, iterations=max(k, 1),
+                                                              eval_every=max(k, 1)),
+                                seed=experiment.data_seed, augment=experiment.data.augment, snapshot_at=k)
+        else:
+            _, snapshot = _train_round(experiment, store, RunStore.round_dir(dense, 0), 0, model, mask, splits,
+                                       kinds, progress, snapshot_at=k)
+        if k is not None:
+            store.save_tensors(rewind_file, snapshot)
+
+
+def _run_ticket(experiment, rounds, store, folders, device, progress, splits) -> None:
+    _dense_round(experiment, store, folders, device, progress, splits)
+    if rounds == 0:
+        return
+    with store.lock(folders.ticket):
+        model = _fresh_model(experiment, experiment.init_seed, device)
+        kinds = weight_kinds(model)
+        init = store.load_tensors(folders.dense / "init.pt", device)
+        for index in range(1, rounds + 1):
+            if (folders.round(index) / "metrics.json").exists():
+                continue
+            previous = folders.round(index - 1)
+            base = folders.round(0) if experiment.oneshot else previous
+            trained = store.load_tensors(base / "trained.pt", device)
+            if experiment.oneshot:
+                mask = prune_oneshot({n: trained[n] for n in kinds}, kinds, experiment.pruning,
+                                     experiment.oneshot[index - 1])
+            else:
+                mask = prune_magnitude(trained, Mask(store.load_tensors(previous / "mask.pt", device)),
+                                       kinds, experiment.pruning)
+            start = {"reset": init, "continue": trained}.get(experiment.strategy)
+            if start is None:  # rewind:K
+                start = store.load_tensors(folders.dense / f"rewind_{experiment.rewind_iteration}.pt", device)
+            model.load_state_dict(start)
+            _train_round(experiment, store, folders.round(index), index, model, mask, splits, kinds, progress,
+                         start_iteration=experiment.start_iteration)
+            if index >= 3:  # older trained weights are not needed again; the previous round's are kept,
+                # so deleting this round's folder (what a StoreError says) can redo it
+                store.discard(folders.round(index - 2) / "trained.pt")
+
+
+def _run_control(experiment, wanted, store, folders, device, progress, splits) -> None:
+    ticket = replace(folders, control=None)
+    for index in wanted:
+        if (folders.round(index) / "metrics.json").exists():
             continue
-        mask = Mask(store.load_tensors(store.round_dir(ticket_store_run, index) / "mask.pt", device))
-        seed = experiment.seed + 100 * index + (1 if experiment.control == "reinit" else 2)
+        mask = Mask(store.load_tensors(ticket.round(index) / "mask.pt", device))
         if experiment.control == "random":
-            mask = random_mask_like(mask, seed)
-        model = _fresh_model(experiment, seed, device)
-        _train_round(experiment, store, run, index, model, mask, splits, weight_kinds(model), progress)
+            mask = random_mask_like(mask, experiment.control_seed(index, "mask"))
+        model = _fresh_model(experiment, experiment.control_seed(index, "init"), device)
+        _train_round(experiment, store, folders.round(index), index, model, mask, splits, weight_kinds(model),
+                     progress, start_iteration=experiment.start_iteration)
+        store.discard(folders.round(index - 1) / "trained.pt")  # no later round needs a control's weights

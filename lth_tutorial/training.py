@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -19,6 +20,7 @@ from torch import nn
 
 from .data import DeviceLoader, Split, Splits
 from .masks import Mask
+from .seeds import stream_seed
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,22 @@ class TrainConfig:
 
 class Progress(Protocol):
     def update(self, n: int) -> Any: ...
+
+
+def set_deterministic(enabled: bool = True) -> None:
+    """The one determinism switch (on by default): deterministic kernels, cuDNN without autotuning.
+
+    TF32 is off either way (it changes fp32 results on Ampere+ GPUs). The state is recorded in every
+    run's key and provenance (`store.environment`). On CPU, results still depend on the thread count,
+    which is recorded too.
+    """
+    if enabled:  # cuBLAS needs this before its first use to be deterministic
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(enabled)
+    torch.backends.cudnn.deterministic = enabled
+    torch.backends.cudnn.benchmark = not enabled
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -96,18 +114,25 @@ def summarize(curves: dict[str, list[float]], report_at: tuple[int, ...] = ()) -
         "final_test_accuracy": curves["test_accuracy"][-1],
     }
     for target in report_at:
-        nearest = min(range(len(curves["iteration"])), key=lambda i: abs(curves["iteration"][i] - target))
-        summary[f"test_accuracy_at_{target}"] = curves["test_accuracy"][nearest]
+        if target not in curves["iteration"]:
+            raise ValueError(f"report_at iteration {target} was not evaluated (evaluations at "
+                             f"{curves['iteration'][0]}..{curves['iteration'][-1]}).")
+        summary[f"test_accuracy_at_{target}"] = curves["test_accuracy"][curves["iteration"].index(target)]
     return summary
 
 
 def train(model: nn.Module, mask: Mask, splits: Splits, config: TrainConfig, seed: int,
-          augment: bool = False, snapshot_at: int | None = None,
+          augment: bool = False, snapshot_at: int | None = None, start_iteration: int = 0,
           progress: Progress | None = None) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None]:
     """Train `model` in place under `mask`; return (metrics, state_dict at iteration `snapshot_at`).
 
     `seed` fixes the data order, augmentation and dropout, so the same seed gives the same run.
+    `start_iteration` K resumes a schedule (rewinding): iterations K+1..T are trained, with the lr
+    schedule and the data order where they were at K (dropout draws a fresh stream from K). Evaluations
+    and reported iterations count from 0 as in a run that never stopped.
     """
+    if not 0 <= start_iteration < config.iterations:
+        raise ValueError(f"start_iteration must be in [0, {config.iterations}); got {start_iteration}.")
     device = splits.train.images.device
     model.to(device).train()
     params = dict(model.named_parameters())
@@ -115,15 +140,16 @@ def train(model: nn.Module, mask: Mask, splits: Splits, config: TrainConfig, see
     factors = [m.to(device=device, dtype=params[name].dtype) for name, m in mask.items()]
     apply_mask(model, Mask(zip(mask, factors)))
     optimizer = make_optimizer(model, config)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, config.lr_factor)
-    loader = iter(DeviceLoader(splits.train, config.batch_size, seed, augment))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: config.lr_factor(step + start_iteration))
+    loader = DeviceLoader(splits.train, config.batch_size, seed, augment).batches(start=start_iteration)
+    evaluate_at = set(config.report_at)
     curves: dict[str, list[float]] = {k: [] for k in ("iteration", "train_loss", "val_loss", "val_accuracy",
                                                       "test_loss", "test_accuracy")}
-    snapshot = copy.deepcopy(model.state_dict()) if snapshot_at == 0 else None
+    snapshot = copy.deepcopy(model.state_dict()) if snapshot_at == start_iteration else None
     running, seen = torch.zeros((), device=device), 0
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)  # dropout
-        for iteration in range(1, config.iterations + 1):
+        torch.manual_seed(stream_seed(seed, start_iteration))  # dropout
+        for iteration in range(start_iteration + 1, config.iterations + 1):
             images, labels = next(loader)
             loss = F.cross_entropy(model(images), labels)
             optimizer.zero_grad()
@@ -137,7 +163,7 @@ def train(model: nn.Module, mask: Mask, splits: Splits, config: TrainConfig, see
             seen += 1
             if iteration == snapshot_at:
                 snapshot = copy.deepcopy(model.state_dict())
-            if iteration % config.eval_every == 0 or iteration == config.iterations:
+            if iteration % config.eval_every == 0 or iteration == config.iterations or iteration in evaluate_at:
                 results = torch.stack([running / seen, *evaluate(model, splits.validation),
                                        *evaluate(model, splits.test)]).tolist()  # the one sync per eval
                 for key, value in zip(list(curves)[1:], results):
@@ -145,7 +171,8 @@ def train(model: nn.Module, mask: Mask, splits: Splits, config: TrainConfig, see
                 curves["iteration"].append(iteration)
                 running, seen = torch.zeros((), device=device), 0
                 if progress is not None:
-                    progress.update(iteration - (curves["iteration"][-2] if len(curves["iteration"]) > 1 else 0))
+                    progress.update(iteration - (curves["iteration"][-2] if len(curves["iteration"]) > 1
+                                                 else start_iteration))
                 if not math.isfinite(results[0]):
                     raise FloatingPointError(f"training diverged at iteration {iteration} (loss {results[0]}).")
     return {"curves": curves, **summarize(curves, config.report_at)}, snapshot

@@ -14,7 +14,7 @@ import torch
 
 from lth_tutorial import data as D
 from lth_tutorial.checksums import CONTENT_SHA256
-from lth_tutorial.data import (DataConfig, DataError, DeviceLoader, Split, augment_batch, content_sha256,
+from lth_tutorial.data import (NORMALIZATION, DataConfig, DataError, DeviceLoader, Split, augment_batch, augment_params, content_sha256,
                                load_split, load_splits)
 
 CIFAR_SUBSET = DataConfig("cifar10", train_examples=4000, validation_size=500, test_examples=1000)
@@ -238,7 +238,7 @@ def _explain(original: torch.Tensor, augmented: torch.Tensor, pad: int = 4) -> l
 @pytest.mark.parametrize("device", DEVICES)
 def test_augment_batch_is_a_flip_and_shift_of_each_image(device):
     images = torch.rand(64, 3, 32, 32, generator=torch.Generator().manual_seed(0)).to(device) + 0.5
-    out = augment_batch(images, torch.Generator(device=device).manual_seed(1))
+    out = augment_batch(images, augment_params(64, torch.Generator(device=device).manual_seed(1)))
     assert out.shape == images.shape and out.dtype == images.dtype and out.device == images.device
     found = _explain(images.cpu(), out.cpu())
     assert all(len(f) == 1 for f in found), "every output is exactly one flip/crop of its own input"
@@ -250,12 +250,39 @@ def test_augment_batch_is_a_flip_and_shift_of_each_image(device):
 
 def test_augment_batch_follows_its_generator(cifar_splits):
     images = cifar_splits.train.images[:32]
-    same1 = augment_batch(images, torch.Generator().manual_seed(7))
-    same2 = augment_batch(images, torch.Generator().manual_seed(7))
-    other = augment_batch(images, torch.Generator().manual_seed(8))
+    same1 = augment_batch(images, augment_params(32, torch.Generator().manual_seed(7)))
+    same2 = augment_batch(images, augment_params(32, torch.Generator().manual_seed(7)))
+    other = augment_batch(images, augment_params(32, torch.Generator().manual_seed(8)))
     assert torch.equal(same1, same2)
     assert not torch.equal(same1, other)
     assert all(len(f) >= 1 for f in _explain(images, same1))  # real images: also flips and crops
+
+
+def test_augmentation_pads_with_black_not_with_the_mean(cifar_splits):
+    """Normalized images: a padded pixel must be a raw 0 pixel normalized, (0 - mean) / std per channel."""
+    split = cifar_splits.train
+    black = split.black
+    mean, std = NORMALIZATION["cifar10"]
+    assert torch.allclose(black.flatten(), -torch.tensor(mean) / torch.tensor(std))
+    images = split.images[:2]
+    shifted = torch.tensor([[0, 0, 0], [1, 8, 8]])  # example 0: shift to the top-left; 1: flip, bottom-right
+    out = augment_batch(images, shifted, black)
+    assert torch.equal(out[0, :, :4, :], black.view(3, 1, 1).expand(3, 4, 32))  # top 4 rows padded
+    assert torch.equal(out[0, :, 4:, 4:], images[0, :, :28, :28])
+    assert torch.equal(out[1, :, 28:, :], black.view(3, 1, 1).expand(3, 4, 32))
+    assert torch.allclose(out[1, :, :28, :28], images[1].flip(2)[:, 4:, 4:])
+
+
+def test_loader_started_at_batch_k_continues_the_same_stream(cifar_splits):
+    """Rewinding resumes the data order: batches(start=K) is the full stream minus its first K batches."""
+    split = Split(cifar_splits.test.images[:130], cifar_splits.test.labels[:130], cifar_splits.test.black)
+    loader = DeviceLoader(split, 60, seed=4, augment=True)  # 3 batches per epoch
+    full, resumed = loader.batches(0), loader.batches(start=4)
+    for _ in range(4):
+        next(full)
+    for _ in range(5):
+        (x0, y0), (x1, y1) = next(full), next(resumed)
+        assert torch.equal(x0, x1) and torch.equal(y0, y1)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -433,3 +460,13 @@ def test_corrupted_cache_is_refused_with_advice_to_delete_it(tmp_data_root, dama
     cache.unlink()  # as the message says: the next load rebuilds it
     rebuilt = load_split("cifar10", "test", 1000, root=root)
     assert torch.equal(rebuilt[0], original[0]) and torch.equal(rebuilt[1], original[1])
+
+
+def test_an_unrecorded_cifar_subset_with_a_missing_batch_file_is_one_clear_error(tmp_path):
+    """5,000 images have no recorded checksum, so all original files are MD5-checked: a missing one is named."""
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    rows = {"data": np.zeros((10_000, 3072), dtype=np.uint8), "labels": [0] * 10_000}
+    (folder / "data_batch_1").write_bytes(pickle.dumps(rows))
+    with pytest.raises(DataError, match="data_batch_2 is missing.*put every one of data_batch_1"):
+        load_split("cifar10", "train", 5_000, root=tmp_path)

@@ -5,6 +5,7 @@ test), 30 iterations per round. `train` is wrapped to record what each round sta
 """
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import replace
 
@@ -13,11 +14,11 @@ import torch
 
 import lth_tutorial.lottery as lottery
 from lth_tutorial.data import load_splits
-from lth_tutorial.lottery import Experiment, run_experiment
+from lth_tutorial.lottery import Experiment, run_experiment, run_folders
 from lth_tutorial.masks import Mask, ladder_density, prune_magnitude, prune_oneshot
 from lth_tutorial.models import create_model, weight_kinds
 from lth_tutorial.presets import experiment
-from lth_tutorial.store import RunStore, StoreError
+from lth_tutorial.store import SCHEMA, RunStore, StoreError
 from lth_tutorial.training import train as real_train
 
 NAMES = ("fc.0.weight", "fc.2.weight", "fc.4.weight")
@@ -55,7 +56,8 @@ class Recorder:
         entry = _clone(model.state_dict())
         result = real_train(model, mask, splits, config, seed, **kwargs)
         self.calls.append({"entry": entry, "mask": Mask(_clone(mask)), "exit": _clone(model.state_dict()),
-                           "seed": seed, "snapshot_at": kwargs.get("snapshot_at")})
+                           "seed": seed, "snapshot_at": kwargs.get("snapshot_at"), "config": config,
+                           "start_iteration": kwargs.get("start_iteration", 0)})
         return result
 
 
@@ -81,7 +83,7 @@ def ticket(tmp_path_factory, splits):
     recorder = Recorder()
     exp = tiny()
     metrics = _run(exp, 3, store, splits, recorder)
-    return exp, store, store.run_dir(exp), metrics, recorder
+    return exp, store, run_folders(exp, store), metrics, recorder
 
 
 def _copy_store(store: RunStore, tmp_path) -> RunStore:
@@ -96,8 +98,8 @@ def test_reset_rounds_start_from_the_stored_init(ticket):
     exp, store, run, metrics, recorder = ticket
     assert [m["round"] for m in metrics] == [0, 1, 2, 3]
     assert len(recorder.calls) == 4
-    init = _load(run / "init.pt")
-    assert _equal(init, create_model("lenet", seed=exp.seed).state_dict())  # the experiment's seed
+    init = _load(run.dense / "init.pt")
+    assert _equal(init, create_model("lenet", seed=exp.init_seed).state_dict())  # the experiment's seed
     for k, call in enumerate(recorder.calls):
         assert _equal(call["entry"], init), k
         for name in NAMES:
@@ -105,8 +107,8 @@ def test_reset_rounds_start_from_the_stored_init(ticket):
             assert torch.equal(call["entry"][name] * mask, init[name] * mask)
             # after training, the weights are the init's survivors trained; the pruned ones are zero
             assert torch.count_nonzero(call["exit"][name][~mask]) == 0
-        assert _equal(_load(store.round_dir(run, k) / "mask.pt"), call["mask"])
-        assert call["seed"] == exp.seed
+        assert _equal(_load(run.round(k) / "mask.pt"), call["mask"])
+        assert call["seed"] == exp.data_seed
 
 
 def test_masks_prune_the_previous_rounds_trained_weights(ticket):
@@ -120,8 +122,8 @@ def test_masks_prune_the_previous_rounds_trained_weights(ticket):
     # trained weights are kept for round 0 (one-shot) and the latest two rounds (so the latest round can
     # be deleted and redone); stored == what training left
     for k in (0, 2, 3):
-        assert _equal(_load(store.round_dir(run, k) / "trained.pt"), calls[k]["exit"])
-    assert not (store.round_dir(run, 1) / "trained.pt").exists()
+        assert _equal(_load(run.round(k) / "trained.pt"), calls[k]["exit"])
+    assert not (run.round(1) / "trained.pt").exists()
 
 
 def test_densities_follow_the_quick_ladder_exactly(ticket):
@@ -129,14 +131,14 @@ def test_densities_follow_the_quick_ladder_exactly(ticket):
     assert exp.pruning.rates == {"fc": 0.36, "output": 0.19}
     counts = dict(SIZES)
     for k, m in enumerate(metrics):
-        mask = _load(store.round_dir(run, k) / "mask.pt")
+        mask = _load(run.round(k) / "mask.pt")
         assert {n: int(mask[n].sum()) for n in NAMES} == counts
         assert m["density"] == sum(counts.values()) / 266_200
         assert m["density"] == pytest.approx(ladder_density(exp.pruning, KINDS, SIZES, k), abs=1.5 / 266_200)
         assert m["layer_density"] == pytest.approx({n: counts[n] / SIZES[n] for n in NAMES}, rel=1e-6)
         counts = {n: c - round(exp.pruning.rate(KINDS[n]) * c) for n, c in counts.items()}
     # by hand: 235200 -> 150528 -> 96338, 30000 -> 19200 -> 12288, 1000 -> 810 -> 656
-    mask2 = _load(store.round_dir(run, 2) / "mask.pt")
+    mask2 = _load(run.round(2) / "mask.pt")
     assert [int(mask2[n].sum()) for n in NAMES] == [96_338, 12_288, 656]
 
 
@@ -151,24 +153,43 @@ def test_metrics_are_the_papers(ticket):
     assert metrics[0]["final_test_accuracy"] > 0.5  # 30 Adam steps on real MNIST learn something
 
 
-def test_rewind_rounds_start_from_iteration_k_of_round_0(tmp_path, splits):
+def test_rewind_rounds_resume_at_iteration_k_of_round_0(tmp_path, splits):
     store, recorder, exp = RunStore(tmp_path), Recorder(), tiny(strategy="rewind:10")
-    assert exp.rewind_iteration == 10
-    _run(exp, 2, store, splits, recorder)
-    run = store.run_dir(exp)
-    rewind, init = _load(run / "rewind.pt"), _load(run / "init.pt")
+    assert exp.rewind_iteration == 10 and exp.start_iteration == 10
+    metrics = _run(exp, 2, store, splits, recorder)
+    run = run_folders(exp, store)
+    rewind, init = _load(run.dense / "rewind_10.pt"), _load(run.dense / "init.pt")
     assert recorder.calls[0]["snapshot_at"] == 10
     assert _equal(recorder.calls[0]["entry"], init)
-    # rewind.pt is round 0 after 10 iterations: re-train round 0 for 10 iterations with the same seed
+    # rewind_10.pt is round 0 after 10 iterations: re-train round 0 for 10 iterations with the same seed
     model = create_model("lenet", seed=0)
     model.load_state_dict(init)
-    real_train(model, recorder.calls[0]["mask"], splits, replace(exp.train, iterations=10), seed=exp.seed)
+    real_train(model, recorder.calls[0]["mask"], splits, replace(exp.train, iterations=10), seed=exp.data_seed)
     assert _equal(rewind, model.state_dict())
     assert not torch.equal(rewind["fc.0.weight"], init["fc.0.weight"])
     for call in recorder.calls[1:]:
         assert _equal(call["entry"], rewind)
-        for name in NAMES:
-            assert torch.equal(call["entry"][name] * call["mask"][name], rewind[name] * call["mask"][name])
+        assert call["start_iteration"] == 10  # resumes there: iterations 11..30, evaluated at 20 and 30
+    assert metrics[0]["curves"]["iteration"] == [10, 20, 30]
+    assert [m["curves"]["iteration"] for m in metrics[1:]] == [[20, 30], [20, 30]]
+    assert [m["start_iteration"] for m in metrics] == [0, 10, 10]
+    # a control of a rewinding ticket starts where the ticket does
+    control = Recorder()
+    _run(replace(exp, control="reinit"), 1, store, splits, control)
+    assert [c["start_iteration"] for c in control.calls] == [10]
+
+
+def test_a_second_rewind_point_replays_round_0_instead_of_retraining_it(tmp_path, splits):
+    store = RunStore(tmp_path)
+    _run(tiny(strategy="rewind:10"), 0, store, splits)
+    recorder = Recorder()
+    _run(tiny(strategy="rewind:20"), 1, store, splits, recorder)
+    run = run_folders(tiny(strategy="rewind:20"), store)
+    assert [c["config"].iterations for c in recorder.calls] == [20, 30]  # a 20-iteration replay, then round 1
+    fresh = RunStore(tmp_path / "fresh")
+    _run(tiny(strategy="rewind:20"), 0, fresh, splits)
+    assert _equal(_load(run.dense / "rewind_20.pt"),
+                  _load(run_folders(tiny(strategy="rewind:20"), fresh).dense / "rewind_20.pt"))
 
 
 def test_continue_rounds_start_from_the_previous_trained_weights(tmp_path, splits):
@@ -193,9 +214,9 @@ def test_reinit_control_same_mask_new_values(ticket, splits):
     control_metrics = _run(control, 2, store, splits, recorder)
     assert len(recorder.calls) == 2  # the ticket's rounds are not retrained
     assert [m["round"] for m in control_metrics] == [1, 2]
-    init = _load(run / "init.pt")
+    init = _load(run.dense / "init.pt")
     for k, call in zip((1, 2), recorder.calls):
-        assert _equal(call["mask"], _load(store.round_dir(run, k) / "mask.pt"))
+        assert _equal(call["mask"], _load(run.round(k) / "mask.pt"))
         assert control_metrics[k - 1]["density"] == metrics[k]["density"]
         for name in NAMES:
             mask = call["mask"][name]
@@ -212,9 +233,9 @@ def test_random_control_same_counts_new_positions(ticket, splits):
     recorder = Recorder()
     control_metrics = _run(replace(exp, control="random"), 2, store, splits, recorder)
     assert len(recorder.calls) == 2
-    init = _load(run / "init.pt")
+    init = _load(run.dense / "init.pt")
     for k, call in zip((1, 2), recorder.calls):
-        ticket_mask = _load(store.round_dir(run, k) / "mask.pt")
+        ticket_mask = _load(run.round(k) / "mask.pt")
         for name in NAMES:
             assert int(call["mask"][name].sum()) == int(ticket_mask[name].sum())
             assert not torch.equal(call["mask"][name], ticket_mask[name])
@@ -256,7 +277,7 @@ def test_more_rounds_trains_only_the_missing_ones(ticket, splits, tmp_path):
     assert len(recorder.calls) == 2
     assert more[:4] == metrics
     assert [m["round"] for m in more] == [0, 1, 2, 3, 4, 5]
-    init = _load(copy.run_dir(exp) / "init.pt")
+    init = _load(run_folders(exp, copy).dense / "init.pt")
     assert all(_equal(call["entry"], init) for call in recorder.calls)
 
 
@@ -266,9 +287,9 @@ def test_crash_resumes_and_matches_an_uninterrupted_run(ticket, splits, tmp_path
     crashing = Recorder(fail_on=3)
     with pytest.raises(RuntimeError, match="simulated crash"):
         _run(exp, 3, store, splits, crashing)
-    run = store.run_dir(exp)
-    assert store.finished_rounds(run) == [0, 1]
-    assert not (store.round_dir(run, 2) / "metrics.json").exists()
+    run = run_folders(exp, store)
+    assert run.finished_rounds() == [0, 1]
+    assert not (run.round(2) / "metrics.json").exists()
     resumed = Recorder()
     again = _run(exp, 3, store, splits, resumed)
     assert len(resumed.calls) == 2  # rounds 2 and 3 only
@@ -277,13 +298,57 @@ def test_crash_resumes_and_matches_an_uninterrupted_run(ticket, splits, tmp_path
 
 
 def test_trials_differ(ticket, splits, tmp_path):
-    exp, _, _, metrics, _ = ticket
+    exp, _, run, metrics, _ = ticket
     store = RunStore(tmp_path)
     other = run_experiment(replace(exp, trial=1), 0, store, splits=splits)
-    assert store.run_dir(replace(exp, trial=1)) != store.run_dir(exp)
+    assert run_folders(replace(exp, trial=1), store).dense.name.startswith("t1-dense-")
     assert other[0]["curves"]["train_loss"] != metrics[0]["curves"]["train_loss"]
-    init = _load(store.run_dir(replace(exp, trial=1)) / "init.pt")
-    assert not torch.equal(init["fc.0.weight"], create_model("lenet", seed=exp.seed).state_dict()["fc.0.weight"])
+    init = _load(run_folders(replace(exp, trial=1), store).dense / "init.pt")
+    assert not torch.equal(init["fc.0.weight"], create_model("lenet", seed=exp.init_seed).state_dict()["fc.0.weight"])
+
+
+def test_changing_the_pruning_rule_reuses_the_dense_round(ticket, splits, tmp_path):
+    exp, store, run, metrics, _ = ticket
+    copy = _copy_store(store, tmp_path)
+    recorder = Recorder()
+    steeper = replace(exp, pruning=replace(exp.pruning, rates={"fc": 0.5, "output": 0.25}))
+    again = _run(steeper, 1, copy, splits, recorder)
+    assert len(recorder.calls) == 1 and again[0] == metrics[0]  # only round 1 trained
+    other = run_folders(steeper, copy)
+    assert other.dense == run_folders(exp, copy).dense and other.ticket != run_folders(exp, copy).ticket
+    assert int(recorder.calls[0]["mask"]["fc.0.weight"].sum()) == 235_200 // 2
+
+
+def test_layout_is_readable_and_controls_live_under_their_ticket(ticket, splits):
+    exp, store, run, *_ = ticket
+    _run(replace(exp, control="reinit"), 1, store, splits)
+    control = run_folders(replace(exp, control="reinit"), store)
+    assert run.ticket.parent.name == "lenet-mnist-quick"
+    assert run.ticket.name.startswith("t0-reset-") and run.dense.name.startswith("t0-dense-")
+    assert control.own == run.ticket / "reinit"
+    config = json.loads((run.ticket / "config.json").read_text())
+    assert config["schema"] == SCHEMA and config["made_with"]["device"] == "cpu"
+    assert config["made_with"]["threads"] == torch.get_num_threads()
+
+
+def test_a_thread_count_change_is_another_run_not_a_mixed_one(ticket, splits, tmp_path):
+    exp, store, run, *_ = ticket
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads + 1)
+        assert run_folders(exp, store).ticket != run.ticket
+    finally:
+        torch.set_num_threads(threads)
+    assert run_folders(exp, store).ticket == run.ticket
+
+
+def test_a_folder_of_another_schema_is_refused(ticket, tmp_path):
+    exp, store, *_ = ticket
+    copy = _copy_store(store, tmp_path)
+    config = run_folders(exp, copy).ticket / "config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "schema": 1}))
+    with pytest.raises(StoreError, match="schema 1.*Delete it"):
+        run_folders(exp, copy)
 
 
 # ---- one-shot ------------------------------------------------------------------------------------
@@ -293,10 +358,10 @@ def test_oneshot_prunes_round_0_weights_straight_to_each_target(tmp_path, splits
     store, recorder, exp = RunStore(tmp_path), Recorder(), tiny(oneshot=(0.5, 0.2))
     metrics = _run(exp, 10, store, splits, recorder)  # capped at len(oneshot)
     assert [m["round"] for m in metrics] == [0, 1, 2]
-    run = store.run_dir(exp)
+    run = run_folders(exp, store)
     trained0 = recorder.calls[0]["exit"]
-    assert _equal(_load(store.round_dir(run, 0) / "trained.pt"), trained0)
-    init = _load(run / "init.pt")
+    assert _equal(_load(run.round(0) / "trained.pt"), trained0)
+    init = _load(run.dense / "init.pt")
     for k, target in ((1, 0.5), (2, 0.2)):
         mask = recorder.calls[k]["mask"]
         assert _equal(mask, prune_oneshot({n: trained0[n] for n in NAMES}, KINDS, exp.pruning, target))
@@ -314,18 +379,27 @@ def test_oneshot_prunes_round_0_weights_straight_to_each_target(tmp_path, splits
 
 def test_checkpoints_load_with_weights_only(ticket):
     exp, store, run, _, recorder = ticket
-    files = sorted(run.rglob("*.pt"))
+    files = sorted(store.root.rglob("*.pt"))
     assert {p.name for p in files} == {"init.pt", "mask.pt", "trained.pt"}
     for path in files:
         tensors = torch.load(path, weights_only=True)
         assert all(isinstance(v, torch.Tensor) and v.device.type == "cpu" for v in tensors.values())
-    assert not list(run.rglob("*.tmp"))
+    assert not list(store.root.rglob("*.tmp"))
+
+
+def test_a_missing_checkpoint_is_reported_as_missing(ticket, splits, tmp_path):
+    exp, store, *_ = ticket
+    copy = _copy_store(store, tmp_path)
+    gone = run_folders(exp, copy).round(3) / "trained.pt"
+    gone.unlink()
+    with pytest.raises(StoreError, match="trained.pt is missing.*Delete"):
+        _run(exp, 4, copy, splits, Recorder())
 
 
 def test_corrupted_mask_names_the_folder_to_delete_and_deleting_it_recovers(ticket, splits, tmp_path):
     exp, store, run, metrics, _ = ticket
     copy = _copy_store(store, tmp_path)
-    broken = copy.round_dir(copy.run_dir(exp), 3)
+    broken = run_folders(exp, copy).round(3)
     (broken / "mask.pt").write_bytes(b"not a checkpoint")
     assert run_experiment(exp, 3, copy, splits=splits) == metrics  # finished rounds need no checkpoint
     with pytest.raises(StoreError) as info:
@@ -342,7 +416,7 @@ def test_corrupted_mask_names_the_folder_to_delete_and_deleting_it_recovers(tick
 def test_corrupted_metrics_names_the_folder(ticket, tmp_path):
     exp, store, *_ = ticket
     copy = _copy_store(store, tmp_path)
-    broken = copy.round_dir(copy.run_dir(exp), 1)
+    broken = run_folders(exp, copy).round(1)
     (broken / "metrics.json").write_text("{truncated")
     with pytest.raises(StoreError, match=f"Delete {broken} "):
         run_experiment(exp, 3, copy)

@@ -172,15 +172,68 @@ def test_summarize_tie_takes_the_earliest():
     assert summary["final_test_accuracy"] == 0.5
 
 
-def test_summarize_report_at_nearest_iteration():
+def test_summarize_report_at_is_exact_and_refuses_an_iteration_never_evaluated():
     curves = _curves([0.5] * 5, [0.1, 0.2, 0.3, 0.4, 0.5], iterations=[10, 20, 30, 40, 47])
-    summary = summarize(curves, report_at=(11, 26, 47, 1_000, 0))
-    assert summary["test_accuracy_at_11"] == 0.1
-    assert summary["test_accuracy_at_26"] == 0.3
+    summary = summarize(curves, report_at=(20, 47))
+    assert summary["test_accuracy_at_20"] == 0.2
     assert summary["test_accuracy_at_47"] == 0.5
-    assert summary["test_accuracy_at_1000"] == 0.5
-    assert summary["test_accuracy_at_0"] == 0.1
     assert summary["early_stop_iteration"] == 10
+    for missing in (11, 1_000):
+        with pytest.raises(ValueError, match=f"report_at iteration {missing} was not evaluated"):
+            summarize(curves, report_at=(missing,))
+
+
+def test_train_evaluates_the_report_at_points_off_the_cadence(splits):
+    model, mask = _pruned_lenet(2)
+    metrics, _ = train(model, mask, splits, replace(ADAM, iterations=30, eval_every=20, report_at=(7, 30)), seed=0)
+    assert metrics["curves"]["iteration"] == [7, 20, 30]
+    assert metrics["test_accuracy_at_7"] == metrics["curves"]["test_accuracy"][0]
+
+
+def test_resuming_at_k_continues_the_schedule_the_data_order_and_the_budget(splits):
+    """Rewinding (Frankle et al.): from iteration K the lr, the batches and the count go on as in one run."""
+    config = replace(ADAM, iterations=12, eval_every=4, warmup=8, milestones=(10,))
+    seen: dict[str, list] = {"full": [], "resumed": []}
+
+    def recording(key):
+        def hook(module, args):
+            seen[key].append(args[0].detach().clone())
+        return hook
+
+    full_model, mask = _pruned_lenet(1)
+    handle = full_model.register_forward_pre_hook(recording("full"))
+    lrs_full = _lrs(full_model, mask, splits, config, start=0)
+    handle.remove()
+    resumed_model, _ = _pruned_lenet(1)
+    handle = resumed_model.register_forward_pre_hook(recording("resumed"))
+    lrs_resumed = _lrs(resumed_model, mask, splits, config, start=5)
+    handle.remove()
+    assert lrs_resumed == lrs_full[5:]  # iterations 6..12: warmup from 6/8 on, then the milestone at 10
+    assert lrs_full[:3] == pytest.approx([ADAM.lr / 8, 2 * ADAM.lr / 8, 3 * ADAM.lr / 8])
+    train_batches = lambda xs: [x for x in xs if len(x) == config.batch_size]  # evaluations use other sizes
+    full, resumed = train_batches(seen["full"]), train_batches(seen["resumed"])
+    assert len(full) == 12 and len(resumed) == 7
+    assert all(torch.equal(a, b) for a, b in zip(full[5:], resumed))
+    model, _ = _pruned_lenet(1)
+    metrics, _ = train(model, mask, splits, config, seed=0, start_iteration=5)
+    assert metrics["curves"]["iteration"] == [8, 12]
+    with pytest.raises(ValueError, match="start_iteration"):
+        train(model, mask, splits, config, seed=0, start_iteration=12)
+
+
+def _lrs(model, mask, splits, config, start):
+    """The lr of every optimizer step train() takes (read off the optimizer through a step hook)."""
+    lrs = []
+    original = torch.optim.Adam.step
+
+    def step(self, *args, **kwargs):
+        lrs.append(self.param_groups[0]["lr"])
+        return original(self, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(torch.optim.Adam, "step", step)
+        train(model, mask, splits, config, seed=0, start_iteration=start)
+    return lrs
 
 
 def test_train_metrics_are_consistent_with_curves(splits):
