@@ -35,5 +35,13 @@ quick: setup data
 test: setup data
 	LTH_PROFILE=quick LTH_RUNS_DIR=$$(mktemp -d) $(PY) -m pytest tests notebooks e2e $(NBVAL) --durations=15
 
+# Re-execute the notebooks in CI conditions (quick profile, a fresh run store, a fresh HOME) and save
+# their outputs, widget state included, so that nbval compares against what a fresh clone produces.
+# NB="notebooks/01_lenet_mnist.ipynb" executes one.
+NB ?= notebooks/0*.ipynb
+notebooks: setup data
+	HOME=$$(mktemp -d) LTH_PROFILE=quick LTH_RUNS_DIR=$$(mktemp -d) $(VENV)/bin/jupyter nbconvert --to notebook \
+		--execute --inplace --ExecutePreprocessor.timeout=1800 --ExecutePreprocessor.kernel_name=python3 $(NB)
+
 clean:
 	rm -rf $(VENV) reports

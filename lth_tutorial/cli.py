@@ -15,7 +15,7 @@ from .data import DataError
 from .lottery import RoundProgress, check_strategy, resolve_device
 from .masks import PruningRule
 from .models import MODELS, UnknownModelError, count_weights, create_model, weight_kinds
-from .presets import PRESETS, PROFILES, current_profile, get_preset
+from .presets import PRESETS, PROFILES, current_profile, experiment, get_preset
 from .reports import (csv_text, load_summary, markdown_table, provenance, run_grid, save_summary,
                       without_curves)
 from .store import RunStore, StoreError
@@ -98,9 +98,12 @@ def _grid(args, progress=None):
         raise UsageError(f"--trials must be >= 1; got {trials}.")
     check_strategy(args.strategy)
     oneshot = _oneshot(args.oneshot)
+    rates = _rates(args.rate)
+    # the whole selection checked here, before any data is loaded or anything is printed or trained
+    experiment(preset.name, profile, strategy=args.strategy, oneshot=oneshot, rates=rates, scope=args.scope)
     controls = () if args.control == "none" else (args.control,)
     return dict(preset=preset.name, profile=profile, rounds=len(oneshot) if oneshot else rounds, trials=trials,
-                strategy=args.strategy, controls=controls, oneshot=oneshot, rates=_rates(args.rate),
+                strategy=args.strategy, controls=controls, oneshot=oneshot, rates=rates,
                 scope=args.scope, store=RunStore(args.store), device=resolve_device(args.device), progress=progress,
                 only_trials=tuple(args.trial or ()))
 
@@ -111,35 +114,55 @@ def cmd_run(args) -> None:
     grid = _grid(args, progress)
     grid["curve_points"] = 50 if args.curves else 0
     which = f" (only {', '.join(map(str, grid['only_trials']))})" if grid["only_trials"] else ""
+    rule = experiment(grid["preset"], grid["profile"], rates=grid["rates"], scope=grid["scope"]).pruning
+    pruning = ", ".join(f"{kind} {rate:.4g}" for kind, rate in rule.rates.items() if rate > 0)
     print(f"{grid['preset']} ({grid['profile']} profile) on {grid['device']}: {grid['trials']} trial(s){which}, "
-          f"rounds 0..{grid['rounds']}, strategy {grid['strategy']}"
+          f"rounds 0..{grid['rounds']}, strategy {grid['strategy']}, pruning {pruning} per round ({rule.scope})"
           + (f", controls {', '.join(grid['controls'])}" if grid["controls"] else "") + f"; store {grid['store'].root}")
     print("| trial | run     | round | density% | es iter  | val loss | test acc@es% | final acc% |")
     summary = run_grid(**grid)
     print("\n" + markdown_table(summary))
     if args.curves:
-        save_summary({**summary, "provenance": provenance()}, args.curves, compact=True)
+        save_summary({**summary, "provenance": provenance(grid["device"])}, args.curves, compact=True)
         print(f"curves written to {args.curves}")
     if args.json:
-        save_summary({**without_curves(summary), "provenance": provenance()}, args.json)
+        save_summary({**without_curves(summary), "provenance": provenance(grid["device"])}, args.json)
         print(f"summary written to {args.json}")
 
 
 def cmd_report(args) -> None:
     from .plots import report_figures  # matplotlib only when drawing
 
+    # files first: a wrong one is reported before anything is trained
+    paper_scale = _summary_file(args.paper_scale, "--paper-scale", args.preset) if args.paper_scale else None
     if args.from_json:
-        summary = load_summary(args.from_json)
+        summary = _summary_file(args.from_json, "--from-json", args.preset, args.profile)
     else:
         summary = run_grid(**_grid(args, _round_printer({})))
     out = Path(args.out)
-    paper_scale = load_summary(args.paper_scale) if args.paper_scale else None
     paths = report_figures(summary, out, paper_scale)
     name = f"{summary['preset']}-{summary['profile']}"
     (out / f"{name}.csv").write_text(csv_text(summary))
     (out / f"{name}.md").write_text(markdown_table(summary) + "\n")
     for p in [*paths, out / f"{name}.csv", out / f"{name}.md"]:
         print(p)
+
+
+def _summary_file(path: str, option: str, preset: str, profile: str | None = None) -> dict:
+    """A summary JSON, refused unless it holds `preset` (and `profile`): the positional preset would
+    otherwise be ignored and the file's own drawn under the other's name."""
+    try:
+        summary = load_summary(path)
+        held = summary["preset"], summary["profile"], summary["runs"]
+    except (ValueError, KeyError, TypeError):
+        raise UsageError(f"{option} {path} is not a summary written by `lth run --json` or --curves.") from None
+    if held[0] != preset:
+        raise UsageError(f"{option} {path} holds {held[0]} runs, not {preset}; name the file's preset "
+                         f"(`lth report {held[0]} {option} {path}`) or give a file of {preset}.")
+    if profile is not None and held[1] != profile:
+        raise UsageError(f"{option} {path} holds the {held[1]} profile, not {profile}; drop --profile or give a "
+                         f"file of the {profile} profile.")
+    return summary
 
 
 def _selectors(p: argparse.ArgumentParser) -> None:
@@ -155,7 +178,9 @@ def _selectors(p: argparse.ArgumentParser) -> None:
                    help="also run a control on each ticket's masks")
     p.add_argument("--oneshot", metavar="DENSITY", help="prune once, straight to DENSITY (or a comma list)")
     p.add_argument("--rate", action="append", metavar="KIND=RATE",
-                   help="override a layer kind's pruning rate per round (conv, fc, output, shortcut)")
+                   help="override a layer kind's pruning rate: the paper's rate per round (conv, fc, output, "
+                        "shortcut; the model's kinds only); the quick profile prunes 1-(1-RATE)^2 per round, "
+                        "as for the preset's own rates; fc alone keeps output at half of it (LeNet, Conv)")
     p.add_argument("--scope", choices=("layerwise", "global"), help="override the pruning scope")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--store", help="run store folder (default $LTH_RUNS_DIR or ./runs)")

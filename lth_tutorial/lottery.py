@@ -160,9 +160,10 @@ class RunFolders:
         return sorted(set(dense + own))
 
 
-def run_folders(experiment: Experiment, store: RunStore, device: str | torch.device = "cpu") -> RunFolders:
-    """The experiment's folders in `store` for runs made on `device` in this process's settings."""
-    env = {"made_with": environment(device)}
+def run_folders(experiment: Experiment, store: RunStore, device: str | torch.device = "cpu",
+                deterministic: bool = True) -> RunFolders:
+    """The experiment's folders in `store` for runs made on `device` with this process's threads."""
+    env = {"made_with": environment(device, deterministic)}
     dense = store.folder({**experiment.dense_key(), **env}, f"t{experiment.trial}-dense", group=experiment.group)
     ticket = store.folder({**experiment.ticket_key(), **env}, experiment.ticket_name, group=experiment.group)
     control = None
@@ -173,9 +174,9 @@ def run_folders(experiment: Experiment, store: RunStore, device: str | torch.dev
 
 
 def load_round(experiment: Experiment, index: int, what: str, store: RunStore | None = None,
-               device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+               device: str | torch.device = "cpu", deterministic: bool = True) -> dict[str, torch.Tensor]:
     """A finished round's `mask` or `trained` weights, or the run's `init` (ticket's) as tensors."""
-    folders = run_folders(experiment, store or RunStore(), device)
+    folders = run_folders(experiment, store or RunStore(), device, deterministic)
     if what == "init":
         return (store or RunStore()).load_tensors(folders.dense / "init.pt", device)
     if what not in ("mask", "trained"):
@@ -204,6 +205,24 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 def kind_densities(mask: Mask, kinds: dict[str, str]) -> dict[str, float]:
     return {kind: mask.density([n for n in mask if kinds[n] == kind]) for kind in sorted(set(kinds.values()))}
+
+
+def prunable_target(density: float, weights: dict[str, torch.Tensor], kinds: dict[str, str],
+                    rule: PruningRule) -> float:
+    """A one-shot target is a Pm (over all weights); the fraction of the *prunable* weights that gives it.
+
+    Equal for LeNet and the Conv nets (every kind is pruned); for VGG/ResNet the never-pruned shortcut
+    and output weights count towards the target, as in the paper's Pm.
+    """
+    prunable = set(rule.prunable(kinds))
+    sizes = {n: weights[n].numel() for n in kinds}
+    fixed = sum(v for n, v in sizes.items() if n not in prunable)
+    total = sum(sizes.values())
+    share = (density * total - fixed) / (total - fixed)
+    if share <= 0:
+        raise ValueError(f"one-shot density {density} is below the {fixed / total:.2%} of weights this rule "
+                         f"never prunes; choose a larger target.")
+    return share
 
 
 def _train_round(experiment: Experiment, store: RunStore, folder: Path, index: int, model: torch.nn.Module,
@@ -247,7 +266,7 @@ def run_experiment(experiment: Experiment, rounds: int, store: RunStore | None =
     set_deterministic(deterministic)
     store = store or RunStore()
     device = torch.device(device)
-    folders = run_folders(experiment, store, device)
+    folders = run_folders(experiment, store, device, deterministic)
     wanted = list(range(1 if experiment.control != "none" else 0, rounds + 1))
 
     def finished() -> bool:
@@ -307,7 +326,8 @@ def _run_ticket(experiment, rounds, store, folders, device, progress, splits) ->
             trained = store.load_tensors(base / "trained.pt", device)
             if experiment.oneshot:
                 mask = prune_oneshot({n: trained[n] for n in kinds}, kinds, experiment.pruning,
-                                     experiment.oneshot[index - 1])
+                                     prunable_target(experiment.oneshot[index - 1], trained, kinds,
+                                                     experiment.pruning))
             else:
                 mask = prune_magnitude(trained, Mask(store.load_tensors(previous / "mask.pt", device)),
                                        kinds, experiment.pruning)

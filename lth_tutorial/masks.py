@@ -126,6 +126,14 @@ def ladder_density(rule: PruningRule, kinds: dict[str, str], sizes: dict[str, in
     return kept / sum(sizes[n] for n in names)
 
 
+def ladder_pm(rule: PruningRule, kinds: dict[str, str], sizes: dict[str, int], rounds: float) -> float:
+    """The paper's Pm after `rounds` rounds of `rule` from dense: the fraction of *all* weights left,
+    kinds the rule never prunes (shortcuts, VGG/ResNet outputs) counted whole. This is the axis our
+    rounds' `density` and the paper's figures use; `ladder_density` is the pruned pool's own fraction."""
+    kept = sum(sizes[n] * (1 - rule.rate(kind)) ** rounds for n, kind in kinds.items())
+    return kept / sum(sizes[n] for n in kinds)
+
+
 def prune_oneshot(weights: dict[str, torch.Tensor], kinds: dict[str, str], rule: PruningRule,
                   density: float) -> Mask:
     """From dense straight to `density` of the prunable weights, in one magnitude step.

@@ -3,10 +3,12 @@
 Owns: LeNet-300-100, Conv-2/4/6 (optional dropout on the fc layers), VGG-19 for CIFAR and the paper's
 "ResNet-18" (the 20-layer CIFAR ResNet); Gaussian Glorot init with zero biases; a registry that creates
 models by name; and `weight_kinds`, which tags each prunable weight tensor as conv / fc / output /
-shortcut so that pruning rules can be stated as data. Biases and batch norm are never prunable.
+shortcut so that pruning rules can be stated as data (`model_kinds`: the kinds a model has). Biases and
+batch norm are never prunable.
 """
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import torch
@@ -37,6 +39,13 @@ def weight_kinds(model: nn.Module) -> dict[str, str]:
     """Parameter name -> kind, for every conv and linear weight (the tensors a mask covers)."""
     return {f"{name}.weight": module.lth_kind for name, module in model.named_modules()
             if hasattr(module, "lth_kind")}
+
+
+@functools.lru_cache(maxsize=None)
+def model_kinds(name: str) -> frozenset[str]:
+    """The kinds of weights model `name` has, from a meta-device build (no memory, no init cost)."""
+    with torch.device("meta"):
+        return frozenset(weight_kinds(create_model(name)).values())
 
 
 def count_weights(model: nn.Module, kinds: tuple[str, ...] = KINDS) -> int:

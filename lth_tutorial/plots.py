@@ -2,8 +2,9 @@
 
 Owns: accuracy-vs-density and early-stop-vs-density panels (mean line, min-max band over trials,
 density on a reversed log axis as in the paper's Figures 3-5), the paper's reference points drawn on
-the same axes (relative points anchored on our dense round 0, and labelled as the paper's), training
-curves per round, and `report_figures`, which saves the standard set as PNG.
+the same axes (relative points anchored on our dense round 0, and labelled as the paper's; points the
+paper gives as *validation* accuracy are drawn hollow under their own label, since our axes show test
+accuracy), training curves per round, and `report_figures`, which saves the standard set as PNG.
 """
 from __future__ import annotations
 
@@ -64,9 +65,15 @@ def plot_metric(ax, summaries: dict[str, dict], metric: str = "accuracy", preset
     ax.set_ylabel(ylabel)
 
 
+REFERENCE_LABELS = {"test": "paper (relative points anchored on our dense run)",
+                    "validation": "paper, validation accuracy (ours: test)"}
+
+
 def _draw_references(ax, preset: str, metric: str, dense: float | None, scale: float) -> None:
+    """The paper's points: filled stars for test accuracy (what our axes show), hollow stars with their
+    own legend entry for the paper's validation accuracies, which are a different split than ours."""
     points = [r for r in references_for(preset) if r.metric == metric]
-    drawn = False
+    labelled: set[str] = set()
     for r in points:
         if r.mode == "absolute":
             y = r.value * scale
@@ -77,9 +84,10 @@ def _draw_references(ax, preset: str, metric: str, dense: float | None, scale: f
         else:
             y = dense * r.value * scale
         ax.plot(r.density * 100, y, marker="*", ms=13, color="black", ls="none",
-                label=None if drawn else "paper (relative points anchored on our dense run)")
+                mfc="none" if r.split == "validation" else "black",
+                label=None if r.split in labelled else REFERENCE_LABELS[r.split])
         ax.annotate(r.note, (r.density * 100, y), fontsize=7, xytext=(4, 4), textcoords="offset points")
-        drawn = True
+        labelled.add(r.split)
 
 
 def density_figure(summaries: dict[str, dict], preset: str | None = None, paper_scale: dict | None = None,
@@ -110,10 +118,15 @@ def curves_figure(metrics: list[dict], title: str = "") -> plt.Figure:
     return fig
 
 
-def summary_curves_figure(summary: dict, rounds: list[int], control_rounds: list[int] = (), trial: int = 0,
+def summary_curves_figure(summary: dict, rounds: list[int], control_rounds: list[int] = (), trial: int | None = None,
                           title: str = "") -> plt.Figure:
     """Figure 3 from a summary written with curves (`lth run --curves`): one trial's tickets at `rounds`
-    (solid), and its control at `control_rounds` (dashed, in the colour of the ticket of the same round)."""
+    (solid), and its control at `control_rounds` (dashed, in the colour of the ticket of the same round).
+    `trial` defaults to the lowest trial the summary holds (a file of `--trial 1` alone has no trial 0)."""
+    present = sorted({run["trial"] for run in summary["runs"]})
+    trial = present[0] if trial is None and present else trial
+    if trial not in present:
+        raise ValueError(f"the summary holds trials {present}, not trial {trial}; pick one of those.")
     runs = {run["control"]: {r["round"]: r for r in run["rounds"]} for run in summary["runs"] if run["trial"] == trial}
     fig = curves_figure([{"density": runs["none"][k]["density"], "curves": runs["none"][k]["curve"]} for k in rounds],
                         title=title)
@@ -150,8 +163,10 @@ def report_figures(summary: dict, out: str | Path, paper_scale: dict | None = No
     last = max(r["round"] for run in summary["runs"] for r in run["rounds"])
     if last >= 1 and all("curve" in r for run in summary["runs"] for r in run["rounds"]):
         shown = sorted({0, last // 4, last // 2, (3 * last) // 4, last})
+        trial = min(run["trial"] for run in summary["runs"])   # the trials present, not always 0
         fig = summary_curves_figure(summary, shown, [k for k in shown[-2:] if k > 0],  # controls start at round 1
-                                    title=f"{summary['preset']}, trial 0: tickets (solid), controls (dashed)")
+                                    trial=trial,
+                                    title=f"{summary['preset']}, trial {trial}: tickets (solid), controls (dashed)")
         paths.append(out / f"{name}-curves.png")
         fig.savefig(paths[-1], dpi=120)
         plt.close(fig)

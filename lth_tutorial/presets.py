@@ -2,7 +2,9 @@
 
 Owns: the presets (hyperparameters exactly as in ../shared/paper-facts.md, Figure 2 and Appendices G-I),
 what each quick profile changes and why, the profile switch (`LTH_PROFILE`, default "quick"), and
-`experiment()`, which turns a preset + selections into a hashable `Experiment`.
+`experiment()`, which turns a preset + selections into a hashable `Experiment`. Rate overrides are
+always the paper's per-round rates: a profile that takes several paper rounds per round steps them
+exactly as it steps the preset's own.
 
 The quick profiles run on a 2-core CPU in minutes. They keep the architecture, optimizer, learning
 rate, batch size and the per-kind pruning rates' *ladder*, and change only:
@@ -14,12 +16,14 @@ rate, batch size and the per-kind pruning rates' *ladder*, and change only:
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, replace
 
 from .data import DataConfig
 from .lottery import Experiment
 from .masks import PruningRule
+from .models import model_kinds
 from .training import TrainConfig
 
 PROFILES = ("quick", "paper")
@@ -40,6 +44,7 @@ class Profile:
     pruning: PruningRule
     rounds: int   # default number of pruning rounds (after the dense round 0)
     trials: int   # default number of trials
+    step: int = 1  # paper rounds per round: `pruning` is the paper's rule stepped this many times
 
 
 @dataclass(frozen=True)
@@ -57,9 +62,17 @@ class Preset:
         return getattr(self, name)
 
 
+def stepped(rule: PruningRule, paper_rounds: int) -> PruningRule:
+    """The rule whose one round removes what `paper_rounds` rounds of `rule` remove: 1 - (1 - p)^n."""
+    if paper_rounds == 1:
+        return rule
+    # rounded so that stored keys stay short and stable (0.36, not 0.3599999999999999)
+    return replace(rule, rates={k: round(1 - (1 - r) ** paper_rounds, 6) for k, r in rule.rates.items()})
+
+
 def double_step(rule: PruningRule) -> PruningRule:
     """One quick round = two paper rounds."""
-    return replace(rule, rates={k: round(1 - (1 - r) ** 2, 6) for k, r in rule.rates.items()})
+    return stepped(rule, 2)
 
 
 def scaled(config: TrainConfig, iterations: int, eval_every: int) -> TrainConfig:
@@ -79,7 +92,7 @@ GLOBAL_CONV = PruningRule({"conv": 0.2}, scope="global")   # shortcut and output
 
 def _lenet() -> Preset:
     paper = Profile(MNIST, TrainConfig("adam", 1.2e-3, 60, 50_000), LAYERWISE_FC, rounds=20, trials=5)
-    quick = Profile(MNIST, scaled(paper.train, 3_000, 250), double_step(LAYERWISE_FC), rounds=8, trials=2)
+    quick = Profile(MNIST, scaled(paper.train, 3_000, 250), double_step(LAYERWISE_FC), rounds=8, trials=2, step=2)
     return Preset("lenet-mnist", "Section 2, Figures 3-4: LeNet-300-100 on MNIST", "lenet", paper, quick)
 
 
@@ -91,7 +104,7 @@ def _conv(depth: int, dropout: bool) -> Preset:
     # CPU-sized: a Conv-2 step at batch 60 is ~15 GFLOP (~0.13 s on 2 cores), so a round is ~25 s.
     quick_iterations = {2: 160, 4: 120, 6: 100}[depth] * (2 if dropout else 1)
     quick = Profile(CIFAR_SUBSET, scaled(paper.train, quick_iterations, 20), double_step(rule), rounds=2,
-                    trials=1)
+                    trials=1, step=2)
     name = f"conv{depth}-cifar10" + ("-dropout" if dropout else "")
     what = f"Section 3, Figure {6 if dropout else 5}: Conv-{depth} on CIFAR-10" + (" with dropout 0.5" if dropout else "")
     return Preset(name, what, f"conv{depth}", paper, quick, dropout=0.5 if dropout else 0.0)
@@ -117,7 +130,7 @@ def _deep(model: str, variant: str) -> Preset:
                         milestones=spec["milestones"], report_at=spec["report_at"])
     paper = Profile(replace(CIFAR, augment=True), train, GLOBAL_CONV, rounds=20, trials=5)
     quick = Profile(replace(CIFAR_SUBSET, augment=True), scaled(train, spec["quick_iterations"], spec["quick_eval"]),
-                    double_step(GLOBAL_CONV), rounds=1, trials=1)
+                    double_step(GLOBAL_CONV), rounds=1, trials=1, step=2)
     what = f"lr {lr}" + (f" with {warmup // 1000}K warmup" if warmup else (", no warmup" if lr == 0.1 else ""))
     return Preset(f"{model}-cifar10{variant}", f"Section 4, Figure {spec['figure']}: {spec['name']}, global pruning, "
                   f"{what}", model, paper, quick)
@@ -145,12 +158,32 @@ def get_preset(name: str) -> Preset:
 def experiment(preset: str, profile: str | None = None, *, strategy: str = "reset", control: str = "none",
                trial: int = 0, oneshot: tuple[float, ...] = (), rates: dict[str, float] | None = None,
                scope: str | None = None) -> Experiment:
-    """The Experiment for a preset and profile, with optional overrides of the pruning rule."""
+    """The Experiment for a preset and profile, with optional overrides of the pruning rule.
+
+    `rates` are the paper's per-round rates per kind (as in paper-facts.md), whatever the profile: the
+    quick profile steps them to 1 - (1 - p)^2 exactly as it steps the preset's own. Where the paper
+    prunes the output layer at half the fc rate (LeNet, Conv nets), giving `fc` alone keeps that rule.
+    """
     chosen = get_preset(preset)
     prof = chosen.profile(profile or current_profile())
     rule = prof.pruning
     if rates or scope:
-        rule = PruningRule({**rule.rates, **(rates or {})}, scope or rule.scope)
+        rule = stepped(PruningRule(paper_rates(chosen, rates or {}), scope or chosen.paper.pruning.scope), prof.step)
     return Experiment(model=chosen.model, data=prof.data, train=prof.train, pruning=rule,
                       dropout=chosen.dropout, strategy=strategy, control=control, oneshot=tuple(oneshot),
                       trial=trial, preset=chosen.name, profile=profile or current_profile())
+
+
+def paper_rates(preset: Preset, overrides: dict[str, float]) -> dict[str, float]:
+    """The preset's paper rates with `overrides`; a kind the model lacks would silently prune nothing."""
+    kinds = model_kinds(preset.model)
+    for kind in overrides:
+        if kind not in kinds:
+            raise ValueError(f"{preset.name} has no {kind} weights to prune; its kinds are "
+                             f"{', '.join(sorted(kinds))}: drop the rate for {kind}.")
+    rates = {**preset.paper.pruning.rates, **overrides}
+    paper = preset.paper.pruning.rates
+    if "fc" in overrides and "output" not in overrides and paper.get("fc") and \
+            math.isclose(paper.get("output", 0.0), paper["fc"] / 2):
+        rates["output"] = overrides["fc"] / 2   # the paper's rule: output pruned at half the fc rate
+    return rates

@@ -2,8 +2,9 @@
 
 Owns: `run_grid` (run or read every trial's ticket and controls), the summary format
 `{"preset", "profile", "runs": [{"trial", "strategy", "control", "rounds": [...]}]}` (density is the
-fraction of prunable weights that remain), grouping runs into labelled series, and tables
-(markdown / CSV) of the mean and spread over trials.
+paper's Pm: the fraction of all weights that remain, never-pruned kinds included), `provenance` (what
+made the numbers), grouping runs into labelled series, and tables (markdown / CSV) of the mean and
+spread over trials.
 """
 from __future__ import annotations
 
@@ -20,9 +21,10 @@ import torch
 from .data import load_splits
 from .lottery import RoundProgress, run_experiment
 from .presets import experiment
-from .store import RunStore
+from .store import RunStore, environment
 
-ROUND_KEYS = ("round", "density", "early_stop_iteration", "early_stop_test_accuracy", "final_test_accuracy")
+ROUND_KEYS = ("round", "density", "kind_density", "early_stop_iteration", "early_stop_test_accuracy",
+              "final_test_accuracy")
 
 
 def run_grid(preset: str, profile: str, *, rounds: int, trials: int, strategy: str = "reset",
@@ -33,6 +35,7 @@ def run_grid(preset: str, profile: str, *, rounds: int, trials: int, strategy: s
              only_trials: tuple[int, ...] = (), curve_points: int = 0) -> dict[str, Any]:
     """Run (or read from the store) each trial's ticket run and its controls; return the summary.
 
+    `rates` are the paper's per-round rates, stepped by the profile (`presets.experiment`).
     `only_trials` picks some of the `trials` (e.g. one per machine or process); a later call without
     it reads them all back from the store. `curve_points` > 0 keeps each round's training curves,
     thinned to about that many evaluations, under "curve".
@@ -91,12 +94,26 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine() or "cpu"
 
 
-def provenance() -> dict[str, str]:
+def provenance(device: str | torch.device | None = None) -> dict[str, Any]:
+    """What made a summary's numbers: versions, hardware, and the settings that change results on
+    `device` (default: CUDA if available), read now, so call it after the runs it describes.
+
+    The run store keys every run by `store.environment`; this records the same, plus the flags behind
+    its `deterministic` and `tf32`, so a reader can tell why two files differ. CUDA and cuDNN are None
+    on CPU (not used there, whatever the torch build has).
+    """
     from . import __version__
-    device = (torch.cuda.get_device_name() if torch.cuda.is_available()
-              else f"{_cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads")
+    device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+    env = environment(device)
+    hardware = (torch.cuda.get_device_name(device) if device.type == "cuda"
+                else f"{_cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads")
     return {"lth_tutorial": __version__, "torch": torch.__version__, "python": platform.python_version(),
-            "hardware": device, "platform": platform.platform()}
+            "hardware": hardware, "platform": platform.platform(), "device": env["device"],
+            "cuda": env.get("cuda"), "cudnn": env.get("cudnn"), "threads": torch.get_num_threads(),
+            "deterministic_algorithms": env["deterministic"],
+            "cudnn_deterministic": torch.backends.cudnn.deterministic,
+            "cudnn_benchmark": torch.backends.cudnn.benchmark,
+            "tf32_matmul": torch.backends.cuda.matmul.allow_tf32, "tf32_cudnn": torch.backends.cudnn.allow_tf32}
 
 
 def label(run: dict) -> str:

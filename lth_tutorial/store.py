@@ -61,11 +61,16 @@ def changed_fields(config: Any) -> Any:
     return out
 
 
-def environment(device: torch.device | str) -> dict[str, Any]:
-    """What, besides the experiment, changes a run's numbers: recorded in and keyed into every run."""
+def environment(device: torch.device | str, deterministic: bool | None = None) -> dict[str, Any]:
+    """What, besides the experiment, changes a run's numbers: recorded in and keyed into every run.
+
+    `deterministic` is the switch a run is made under (`training.set_deterministic`); None reads
+    torch's current setting.
+    """
     device = torch.device(device)
-    env: dict[str, Any] = {"torch": torch.__version__.split("+")[0],
-                           "deterministic": torch.are_deterministic_algorithms_enabled()}
+    if deterministic is None:
+        deterministic = torch.are_deterministic_algorithms_enabled()
+    env: dict[str, Any] = {"torch": torch.__version__.split("+")[0], "deterministic": deterministic}
     if device.type == "cuda":
         env["device"] = torch.cuda.get_device_name(device)
         env["cuda"] = torch.version.cuda

@@ -45,10 +45,12 @@ class LotteryPanel:
         self.store = store or RunStore()
         self.device, self.splits, self.paper_scale, self.trials = device, splits, paper_scale, trials
         prof = self.preset.profile(self.profile)
+        # the paper's per-round rates (LeNet fc 0.20, output 0.10), which is what `rates` means: the quick
+        # profile then steps them once, as it does the preset's own (showing its 0.36 would step twice)
         self.rate_sliders = {
             kind: w.FloatSlider(value=rate, min=0.0, max=0.9, step=0.01, description=f"{kind} rate",
                                 continuous_update=False, readout_format=".2f", style={"description_width": "80px"})
-            for kind, rate in prof.pruning.rates.items() if rate > 0}
+            for kind, rate in self.preset.paper.pruning.rates.items() if rate > 0}
         self.rounds = w.IntSlider(value=rounds if rounds is not None else prof.rounds, min=0, max=max(prof.rounds, 12),
                                   description="rounds", continuous_update=False, style={"description_width": "80px"})
         # late resetting to ~1% of training (Frankle et al. 2019 rewind to 0.1-7%); K must fit the profile's budget
@@ -109,7 +111,7 @@ class LotteryPanel:
             return
         rates = ", ".join(f"{k} {v:.2f}" for k, v in self.settings()["rates"].items())
         self.figure = density_figure({"": self.summary}, self.preset.name, self.paper_scale,
-                                     title=f"{self.preset.name}: rates {rates}")
+                                     title=f"{self.preset.name}: paper rates per round {rates}")
         with self.figure_out:
             self.figure_out.clear_output(wait=True)
             display(self.figure)

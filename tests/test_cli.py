@@ -57,8 +57,12 @@ def test_trials_split_across_calls_meet_in_one_store(tiny_runs, tmp_path, capsys
     assert [run["trial"] for run in both["runs"]] == [0, 0, 1, 1]
     assert len(tiny_runs) == 6            # only trial 0 was trained; trial 1 came from the store
     assert both["runs"][2:] == one["runs"]
-    assert set(both["provenance"]) >= {"lth_tutorial", "torch", "hardware", "python", "platform"}
+    assert set(both["provenance"]) >= {"lth_tutorial", "torch", "hardware", "python", "platform", "device", "cuda",
+                                       "cudnn", "threads", "deterministic_algorithms", "cudnn_deterministic",
+                                       "cudnn_benchmark", "tf32_matmul", "tf32_cudnn"}
     assert "torch threads" in both["provenance"]["hardware"] or torch.cuda.is_available()
+    # the settings the runs were made with (run_experiment turns determinism on), not the defaults
+    assert both["provenance"]["deterministic_algorithms"] is True and both["provenance"]["tf32_matmul"] is False
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -68,13 +72,66 @@ def test_trials_split_across_calls_meet_in_one_store(tiny_runs, tmp_path, capsys
     (("--trials", "0"), "--trials must be >= 1"),
     (("--rate", "fc=1.5"), "[0, 1)"),
     (("--rate", "fc"), "KIND=RATE"),
+    (("--rate", "conv=0.5"), "lenet-mnist has no conv weights to prune; its kinds are fc, output"),
+    (("--rate", "shortcut=0.2"), "has no shortcut weights"),
     (("--strategy", "rewind"), "rewind"),
+    (("--oneshot", "1.5"), "one-shot density must be in (0, 1)"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tiny_runs, tmp_path, capsys, extra, message):
     assert _run(*extra, store=tmp_path / "store") == 2
     err = capsys.readouterr().err
     assert err.startswith("lth: error: ") and message in err and err.count("\n") == 1
     assert tiny_runs == []                # nothing was trained
+
+
+def test_rate_is_the_papers_rate_and_the_quick_profile_steps_it(tiny_runs, tmp_path, capsys):
+    store = tmp_path / "store"
+    assert _run("--trials", "1", store=store) == 0
+    assert len(tiny_runs) == 2                       # dense round 0 and round 1
+    assert "pruning fc 0.36, output 0.19 per round (layerwise)" in capsys.readouterr().out
+    # the paper's own fc rate: the quick profile's own rule, so its finished rounds are read back
+    assert _run("--trials", "1", "--rate", "fc=0.2", store=store) == 0
+    assert len(tiny_runs) == 2
+    assert "pruning fc 0.36, output 0.19 per round" in capsys.readouterr().out
+    # fc alone: output at half of it; both stepped once (1 - 0.7^2, 1 - 0.85^2); only round 1 is new
+    assert _run("--trials", "1", "--rate", "fc=0.3", store=store, out=tmp_path / "s.json") == 0
+    assert len(tiny_runs) == 3
+    assert "pruning fc 0.51, output 0.2775 per round" in capsys.readouterr().out
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["config"]["pruning"]["rates"] == {"fc": 0.51, "output": 0.2775}
+    expected = (round(300 * 784 * 0.49) + round(100 * 300 * 0.49) + round(10 * 100 * 0.7225)) / 266_200
+    assert summary["runs"][0]["rounds"][1]["density"] == pytest.approx(expected, abs=1.5 / 266_200)
+
+
+def test_report_refuses_a_summary_of_another_preset(tiny_runs, tmp_path, capsys):
+    path = tmp_path / "conv2.json"
+    path.write_text(json.dumps({"preset": "conv2-cifar10", "profile": "quick", "runs": []}))
+    out = tmp_path / "rep"
+    assert main(["report", "lenet-mnist", "--from-json", str(path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lth: error: ") and err.count("\n") == 1
+    assert "holds conv2-cifar10 runs, not lenet-mnist" in err and f"lth report conv2-cifar10 --from-json {path}" in err
+    assert main(["report", "conv2-cifar10", "--profile", "paper", "--from-json", str(path), "--out", str(out)]) == 2
+    assert "holds the quick profile, not paper" in capsys.readouterr().err
+    assert main(["report", "lenet-mnist", "--paper-scale", str(path), "--out", str(out), "--store",
+                 str(tmp_path / "store"), "--rounds", "0"]) == 2
+    assert "--paper-scale" in capsys.readouterr().err
+    (tmp_path / "other.json").write_text("[1, 2]")
+    assert main(["report", "lenet-mnist", "--from-json", str(tmp_path / "other.json"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "is not a summary written by `lth run --json`" in err and err.count("\n") == 1
+    assert not out.exists() and tiny_runs == []      # nothing drawn, nothing trained
+
+
+def test_report_draws_a_curves_file_of_one_later_trial(tiny_runs, tmp_path, capsys):
+    store, curves = tmp_path / "store", tmp_path / "c.json"
+    assert main(["run", "lenet-mnist", "--profile", "quick", "--rounds", "2", "--trials", "2", "--trial", "1",
+                 "--control", "reinit", "--store", str(store), "--curves", str(curves)]) == 0
+    assert {run["trial"] for run in json.loads(curves.read_text())["runs"]} == {1}
+    capsys.readouterr()
+    assert main(["report", "lenet-mnist", "--from-json", str(curves), "--out", str(tmp_path / "rep")]) == 0
+    assert (tmp_path / "rep" / "lenet-mnist-quick-curves.png").stat().st_size > 1000
+    assert capsys.readouterr().err == ""
 
 
 def test_unknown_preset_names_the_fix(capsys):

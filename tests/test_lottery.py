@@ -451,3 +451,29 @@ def test_rewind_past_the_training_budget_is_rejected_up_front(ticket):
 
 def _timeless(rounds: list[dict]) -> list[dict]:
     return [{k: v for k, v in r.items() if k != "seconds"} for r in rounds]
+
+
+def test_oneshot_targets_are_over_all_weights_for_a_global_rule():
+    """ResNet-style: 90 prunable conv weights and 10 never-pruned ones; Pm 0.5 keeps 40 of the 90."""
+    from lth_tutorial.lottery import prunable_target
+    from lth_tutorial.masks import PruningRule
+
+    weights = {"conv": torch.zeros(90), "shortcut": torch.zeros(10)}
+    kinds = {"conv": "conv", "shortcut": "shortcut"}
+    rule = PruningRule({"conv": 0.2}, scope="global")
+    assert prunable_target(0.5, weights, kinds, rule) == pytest.approx(40 / 90)
+    assert prunable_target(0.5, {"fc": torch.zeros(7)}, {"fc": "fc"}, PruningRule({"fc": 0.2})) == 0.5
+    with pytest.raises(ValueError, match="below the 10.00% of weights this rule never prunes"):
+        prunable_target(0.05, weights, kinds, rule)
+
+
+def test_folders_name_the_switch_not_torchs_current_state(ticket):
+    """Reading a run (a notebook's load_round) before anything trained must find the run's folder."""
+    exp, store, run, *_ = ticket
+    before = torch.are_deterministic_algorithms_enabled()
+    try:
+        torch.use_deterministic_algorithms(not before)
+        assert run_folders(exp, store) == run
+        assert run_folders(exp, store, deterministic=False) != run
+    finally:
+        torch.use_deterministic_algorithms(before)

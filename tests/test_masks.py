@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from lth_tutorial.masks import (Mask, PruningRule, ladder_density, prune_global, prune_layerwise,
+from lth_tutorial.masks import (Mask, PruningRule, ladder_density, ladder_pm, prune_global, prune_layerwise,
                                 prune_magnitude, prune_oneshot, random_mask_like)
 from lth_tutorial.models import create_model, weight_kinds
 
@@ -152,6 +152,32 @@ def test_global_rule_one_threshold_and_exclusions(resnet):
     # global pruning does not prune each layer at the same rate
     densities = {n: _counts(mask)[n] / weights[n].numel() for n in conv}
     assert max(densities.values()) - min(densities.values()) > 0.05
+
+
+def test_ladder_pm_counts_the_never_pruned_weights(resnet, lenet):
+    weights, kinds = resnet
+    sizes = {n: w.numel() for n, w in weights.items()}
+    conv = sum(s for n, s in sizes.items() if kinds[n] == "conv")
+    assert (conv, sum(sizes.values())) == (267_696, 270_896)   # 2,560 shortcut + 640 output never pruned
+    mask = Mask.ones_like(weights)
+    survivors = conv
+    for k in range(1, 4):
+        mask = prune_magnitude(weights, mask, kinds, GLOBAL_CONV)
+        survivors -= round(0.2 * survivors)
+        # Pm over all weights, exactly what a round reports; the ladder is its unrounded form
+        assert mask.density() == (survivors + 3_200) / 270_896
+        assert ladder_pm(GLOBAL_CONV, kinds, sizes, k) == pytest.approx((conv * 0.8 ** k + 3_200) / 270_896,
+                                                                        rel=1e-12)
+        assert abs(mask.density() - ladder_pm(GLOBAL_CONV, kinds, sizes, k)) < 1 / 270_896
+        assert ladder_density(GLOBAL_CONV, kinds, sizes, k) == pytest.approx(0.8 ** k, rel=1e-12)  # convs only
+    # where every kind is pruned (LeNet) the two are one ladder
+    weights, kinds = lenet
+    sizes = {n: w.numel() for n, w in weights.items()}
+    for k in (1, 3, 7):
+        assert ladder_pm(LAYERWISE_FC, kinds, sizes, k) == pytest.approx(ladder_density(LAYERWISE_FC, kinds, sizes, k),
+                                                                         rel=1e-12)
+        assert ladder_pm(LAYERWISE_FC, kinds, sizes, k) == pytest.approx(
+            (265_200 * 0.8 ** k + 1_000 * 0.9 ** k) / 266_200, rel=1e-12)
 
 
 def test_global_union_is_exactly_the_globally_smallest():

@@ -10,7 +10,7 @@ from torch import nn
 
 from lth_tutorial.data import NORMALIZATION, load_split
 from lth_tutorial.models import (INPUT_SHAPES, KINDS, MODELS, UnknownModelError, count_weights, create_model,
-                                 weight_kinds)
+                                 model_kinds, weight_kinds)
 
 NAMES = ("lenet", "conv2", "conv4", "conv6", "vgg19", "resnet18")
 
@@ -180,3 +180,12 @@ def test_dropout_goes_into_the_fc_head(name):
 def test_no_dropout_for_batch_norm_networks(name):
     with pytest.raises(ValueError, match="no dropout"):
         create_model(name, dropout=0.5)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_model_kinds_are_the_kinds_of_a_real_build(models, name):
+    # model_kinds builds on the meta device; it must agree with a real model, e.g. lenet {fc, output}
+    assert model_kinds(name) == frozenset(weight_kinds(models[name]).values())
+    assert model_kinds(name) == {"lenet": {"fc", "output"}, "conv2": {"conv", "fc", "output"},
+                                 "conv4": {"conv", "fc", "output"}, "conv6": {"conv", "fc", "output"},
+                                 "vgg19": {"conv", "output"}, "resnet18": {"conv", "shortcut", "output"}}[name]

@@ -117,3 +117,18 @@ def test_console_script_target_exists():
     from lth_tutorial import cli
 
     assert callable(cli.main)
+
+
+def _floor(spec: str) -> tuple[int, ...]:
+    match = re.fullmatch(r">=(\d+(?:\.\d+)*)", spec)
+    assert match, f"expected a plain lower bound like >=2.4, got {spec!r}"
+    return tuple(int(part) for part in match.group(1).split("."))
+
+
+def test_floors_cover_what_the_code_uses():
+    project = _pyproject()["project"]
+    for bounds in (_bounds(project["dependencies"]), _bounds(_environment_entries())):
+        # training builds Adam/SGD with fused=True, which torch < 2.4 has only on CUDA
+        assert _floor(bounds["torch"]) >= (2, 4)
+        assert _floor(bounds["torchvision"]) >= (0, 19)   # the release built against torch 2.4
+        assert _floor(bounds["filelock"]) >= (3, 12)      # the run store's per-run locks

@@ -9,11 +9,12 @@ import torch
 
 from lth_tutorial.data import FULL_SIZES, DataConfig
 from lth_tutorial.lottery import Experiment
-from lth_tutorial.masks import PruningRule, ladder_density
+from lth_tutorial.masks import PruningRule, ladder_density, ladder_pm
 from lth_tutorial.models import create_model, weight_kinds
+from lth_tutorial.paper import resnet18_ladder, vgg19_ladder
 from lth_tutorial.presets import (PRESETS, PROFILES, UnknownPresetError, current_profile, double_step,
-                                  experiment, get_preset)
-from lth_tutorial.store import config_hash
+                                  experiment, get_preset, paper_rates, stepped)
+from lth_tutorial.store import key_hash
 from lth_tutorial.training import TrainConfig
 
 CONV = {"conv2": (2e-4, 20_000, 0.1), "conv4": (3e-4, 25_000, 0.1), "conv6": (3e-4, 30_000, 0.15)}
@@ -145,8 +146,40 @@ def test_quick_rates_are_the_double_step_and_land_on_even_paper_rounds(name):
         assert quick.rates[kind] == pytest.approx(1 - (1 - rate) ** 2, abs=1e-12)
     kinds, sizes = shapes(preset.model)
     for k in range(preset.quick.rounds + 1):
+        # on the reported axis (Pm, all weights) and on the pruned pool alike
+        assert ladder_pm(quick, kinds, sizes, k) == pytest.approx(ladder_pm(paper, kinds, sizes, 2 * k), rel=1e-9)
         assert ladder_density(quick, kinds, sizes, k) == pytest.approx(ladder_density(paper, kinds, sizes, 2 * k),
                                                                        rel=1e-9)
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_each_profile_prunes_the_paper_rule_stepped_by_its_rounds(name):
+    preset = get_preset(name)
+    assert (preset.paper.step, preset.quick.step) == (1, 2)
+    for profile in PROFILES:
+        prof = preset.profile(profile)
+        assert prof.pruning == stepped(preset.paper.pruning, prof.step)
+
+
+def test_global_presets_ladder_counts_every_weight():
+    # ResNet-18: 267,696 conv weights pruned; 2,560 shortcut + 640 output weights never, but in Pm
+    kinds, sizes = shapes("resnet18")
+    rule = get_preset("resnet18-cifar10").paper.pruning
+    assert sum(sizes.values()) == 270_896
+    assert ladder_pm(rule, kinds, sizes, 1) == pytest.approx((267_696 * 0.8 + 3_200) / 270_896, rel=1e-12)
+    # the paper's rounds 4, 6, 7, 10: Pm 41.7, 27.1, 21.9, 11.8% (over the convs alone: 41.0, 26.2, 21.0, 10.7)
+    assert [round(ladder_pm(rule, kinds, sizes, k) * 100, 1) for k in (4, 6, 7, 10)] == [41.7, 27.1, 21.9, 11.8]
+    assert [round(ladder_density(rule, kinds, sizes, k) * 100, 1) for k in (4, 6, 7, 10)] == [41.0, 26.2, 21.0, 10.7]
+    quick = get_preset("resnet18-cifar10").quick.pruning
+    assert ladder_pm(quick, kinds, sizes, 1) == pytest.approx(resnet18_ladder(2), rel=1e-9)
+    assert resnet18_ladder(2) == pytest.approx((267_696 * 0.64 + 3_200) / 270_896, rel=1e-12)  # 64.43%, not 64%
+    # VGG-19: 20,018,880 conv weights pruned, the 5,120 output weights never
+    kinds, sizes = shapes("vgg19")
+    rule = get_preset("vgg19-cifar10").paper.pruning
+    assert sum(sizes.values()) == 20_024_000
+    for k in (1, 12, 15, 19):
+        assert ladder_pm(rule, kinds, sizes, k) == pytest.approx(vgg19_ladder(k), rel=1e-12)
+    assert [round(vgg19_ladder(k) * 100, 1) for k in (12, 15, 19)] == [6.9, 3.5, 1.5]
 
 
 def test_double_step_values():
@@ -232,7 +265,8 @@ def test_experiment_carries_the_preset():
         "conv6", 0.5, preset.paper.data, preset.paper.train, preset.paper.pruning)
     assert (exp.strategy, exp.rewind_iteration, exp.trial, exp.preset, exp.profile) == (
         "rewind:100", 100, 2, "conv6-cifar10-dropout", "paper")
-    assert exp.seed != experiment("conv6-cifar10-dropout", "paper").seed
+    trial0 = experiment("conv6-cifar10-dropout", "paper")
+    assert exp.init_seed != trial0.init_seed and exp.data_seed != trial0.data_seed
 
 
 def test_experiment_rule_overrides():
@@ -244,11 +278,61 @@ def test_experiment_rule_overrides():
         experiment("lenet-mnist", "paper", scope="global")  # 0.2 and 0.1 cannot share a threshold
 
 
+def test_rate_overrides_are_the_papers_rates_stepped_like_the_presets_own():
+    quick = get_preset("lenet-mnist").quick.pruning
+    # the paper's own rate, given: the quick profile's own rule, hence its store folder
+    exp = experiment("lenet-mnist", "quick", rates={"fc": 0.2})
+    assert exp.pruning == quick == PruningRule({"fc": 0.36, "output": 0.19})
+    assert exp.ticket_key() == experiment("lenet-mnist", "quick").ticket_key()
+    # fc alone: output follows at half of it (0.15), then both are stepped: 1 - 0.7^2, 1 - 0.85^2
+    assert experiment("lenet-mnist", "quick", rates={"fc": 0.3}).pruning.rates == {"fc": 0.51, "output": 0.2775}
+    assert experiment("lenet-mnist", "paper", rates={"fc": 0.3}).pruning.rates == {"fc": 0.3, "output": 0.15}
+    # output given too: taken as given
+    assert experiment("lenet-mnist", "quick", rates={"fc": 0.3, "output": 0.2}).pruning.rates == {
+        "fc": 0.51, "output": 0.36}
+    assert experiment("lenet-mnist", "paper", rates={"output": 0.3}).pruning.rates == {"fc": 0.2, "output": 0.3}
+    assert experiment("conv6-cifar10", "quick", rates={"conv": 0.1}).pruning.rates == {
+        "conv": 0.19, "fc": 0.36, "output": 0.19}
+    exp = experiment("resnet18-cifar10", "quick", rates={"conv": 0.3})
+    assert exp.pruning == PruningRule({"conv": 0.51}, scope="global")   # no output rate appears
+    assert experiment("resnet18-cifar10", "quick", rates={"conv": 0.3, "shortcut": 0.3}).pruning.rates == {
+        "conv": 0.51, "shortcut": 0.51}
+    assert experiment("lenet-mnist", "quick", scope="layerwise").pruning == quick
+
+
+def test_output_follows_fc_only_where_the_paper_prunes_it_at_half():
+    conv2 = get_preset("conv2-cifar10")
+    assert paper_rates(conv2, {"fc": 0.4}) == {"conv": 0.1, "fc": 0.4, "output": 0.2}
+    other = replace(conv2, paper=replace(conv2.paper, pruning=PruningRule({"conv": 0.1, "fc": 0.2, "output": 0.2})))
+    assert paper_rates(other, {"fc": 0.4}) == {"conv": 0.1, "fc": 0.4, "output": 0.2}   # output kept as it was
+    assert paper_rates(conv2, {"fc": 0.4, "output": 0.05}) == {"conv": 0.1, "fc": 0.4, "output": 0.05}
+
+
+@pytest.mark.parametrize("preset, rates, message", [
+    ("lenet-mnist", {"conv": 0.5}, "lenet-mnist has no conv weights to prune; its kinds are fc, output"),
+    ("lenet-mnist", {"shortcut": 0.1}, "has no shortcut weights"),
+    ("vgg19-cifar10", {"fc": 0.2}, "vgg19-cifar10 has no fc weights to prune; its kinds are conv, output"),
+    ("conv4-cifar10", {"shortcut": 0.2}, "its kinds are conv, fc, output"),
+    ("lenet-mnist", {"fc": 1.0}, r"\[0, 1\)"),
+    ("lenet-mnist", {"output": -0.1}, r"\[0, 1\)"),
+    ("resnet18-cifar10", {"output": 0.1}, "one rate"),
+])
+def test_bad_rate_overrides_are_rejected(preset, rates, message):
+    for profile in PROFILES:
+        with pytest.raises(ValueError, match=message):
+            experiment(preset, profile, rates=rates)
+
+
+def _key(exp: Experiment) -> str:
+    """What names a run's store folder: its ticket's key and its control."""
+    return key_hash({**exp.ticket_key(), "control": exp.control})
+
+
 def test_experiment_hashes():
     base = dict(preset="lenet-mnist", profile="quick")
-    same = config_hash(experiment(**base)), config_hash(experiment(**base, strategy="reset", control="none", trial=0))
+    same = _key(experiment(**base)), _key(experiment(**base, strategy="reset", control="none", trial=0))
     assert same[0] == same[1]
-    assert config_hash(experiment(**base)) == config_hash(replace(experiment(**base)))
+    assert _key(experiment(**base)) == _key(replace(experiment(**base)))
     variants = [experiment(**base), experiment(**base, trial=1), experiment(**base, trial=2),
                 experiment(**base, control="reinit"), experiment(**base, control="random"),
                 experiment(**base, strategy="continue"), experiment(**base, strategy="rewind:100"),
@@ -256,6 +340,6 @@ def test_experiment_hashes():
                 experiment("lenet-mnist", "paper"), experiment(**base, rates={"output": 0.2}),
                 experiment("conv2-cifar10", "quick"), experiment("vgg19-cifar10", "quick"),
                 experiment("vgg19-cifar10-lr0.01", "quick"), experiment("vgg19-cifar10-warmup", "quick")]
-    hashes = [config_hash(v) for v in variants]
+    hashes = [_key(v) for v in variants]
     assert len(set(hashes)) == len(hashes)
-    assert all(len(h) == 16 and int(h, 16) >= 0 for h in hashes)
+    assert all(len(h) == 10 and int(h, 16) >= 0 for h in hashes)

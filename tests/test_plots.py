@@ -1,0 +1,72 @@
+"""Figures: the paper's points by split, and report figures for whichever trials a summary holds."""
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
+
+from lth_tutorial.plots import plot_metric, report_figures, summary_curves_figure  # noqa: E402
+
+
+def _round(k: int, density: float, curves: bool = True) -> dict:
+    r = {"round": k, "density": density, "early_stop_iteration": 100 - 10 * k,
+         "early_stop_test_accuracy": 0.70 + 0.01 * k, "final_test_accuracy": 0.69 + 0.01 * k}
+    if curves:
+        r["curve"] = {"iteration": [10, 20], "val_loss": [1.0, 0.9], "test_accuracy": [0.6, r["final_test_accuracy"]]}
+    return r
+
+
+def _summary(preset: str, trials: tuple[int, ...], rounds: int = 2, control: bool = True) -> dict:
+    runs = []
+    for t in trials:
+        runs.append({"trial": t, "strategy": "reset", "control": "none",
+                     "rounds": [_round(k, 0.64 ** k) for k in range(rounds + 1)]})
+        if control:
+            runs.append({"trial": t, "strategy": "reset", "control": "reinit",
+                         "rounds": [_round(k, 0.64 ** k) for k in range(1, rounds + 1)]})
+    return {"preset": preset, "profile": "quick", "trials": list(trials), "controls": ["reinit"] if control else [],
+            "rounds": rounds, "runs": runs}
+
+
+def test_validation_points_are_hollow_and_labelled_apart():
+    fig, ax = plt.subplots()
+    plot_metric(ax, {"": _summary("conv4-cifar10", (0,))}, "accuracy", "conv4-cifar10")
+    stars = [line for line in ax.get_lines() if line.get_marker() == "*"]
+    by_label = {line.get_label(): line for line in stars if not line.get_label().startswith("_")}
+    assert set(by_label) == {"paper, validation accuracy (ours: test)",
+                             "paper (relative points anchored on our dense run)"}
+    hollow = [line for line in stars if line.get_markerfacecolor() == "none"]
+    assert len(hollow) == 1 and list(hollow[0].get_xdata()) == [100.0] and list(hollow[0].get_ydata()) == [75.0]
+    assert all(line.get_markerfacecolor() != "none" for line in stars if line is not hollow[0])
+    plt.close(fig)
+
+
+def test_test_only_references_get_no_validation_entry():
+    fig, ax = plt.subplots()
+    plot_metric(ax, {"": _summary("lenet-mnist", (0,))}, "accuracy", "lenet-mnist")
+    labels = {line.get_label() for line in ax.get_lines() if line.get_marker() == "*"}
+    assert "paper, validation accuracy (ours: test)" not in labels
+    plt.close(fig)
+
+
+def test_report_figures_draw_the_trials_present(tmp_path):
+    summary = _summary("lenet-mnist", (1,))   # `lth run --trials 2 --trial 1 --curves`: no trial 0
+    paths = report_figures(summary, tmp_path)
+    assert [p.name for p in paths] == ["lenet-mnist-quick-density.png", "lenet-mnist-quick-accuracy.png",
+                                       "lenet-mnist-quick-early_stop.png", "lenet-mnist-quick-curves.png"]
+    fig = summary_curves_figure(summary, [0, 2], [2])
+    assert [line.get_label() for line in fig.axes[0].get_lines()] == ["Pm 100.0%", "Pm 41.0%", "reinit, Pm 41.0%"]
+    plt.close(fig)
+    with pytest.raises(ValueError, match=r"holds trials \[1\], not trial 0"):
+        summary_curves_figure(summary, [0, 2], trial=0)
+
+
+def test_curves_of_the_lowest_trial_by_default():
+    summary = _summary("lenet-mnist", (3, 2))
+    summary["runs"][2]["rounds"][2]["density"] = 0.5   # trial 2's round 2 tells the trials apart
+    fig = summary_curves_figure(summary, [2])
+    assert [line.get_label() for line in fig.axes[0].get_lines()] == ["Pm 50.0%"]
+    plt.close(fig)

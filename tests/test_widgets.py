@@ -1,0 +1,50 @@
+"""The notebooks' panel: its rate sliders are the paper's per-round rates, stepped once by the profile."""
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import pytest  # noqa: E402
+
+import lth_tutorial.widgets as widgets  # noqa: E402
+from lth_tutorial.presets import experiment, get_preset  # noqa: E402
+from lth_tutorial.store import RunStore  # noqa: E402
+
+
+@pytest.fixture
+def grids(monkeypatch):
+    """Record what Run asks run_grid for, without training."""
+    calls = []
+
+    def fake_run_grid(preset, profile, **kwargs):
+        calls.append({"preset": preset, "profile": profile, **kwargs})
+        return {"preset": preset, "profile": profile, "runs": []}
+
+    monkeypatch.setattr(widgets, "run_grid", fake_run_grid)
+    monkeypatch.setattr(widgets.LotteryPanel, "redraw", lambda self: None)
+    return calls
+
+
+@pytest.mark.parametrize("preset, shown", [
+    ("lenet-mnist", {"fc": 0.2, "output": 0.1}),
+    ("conv6-cifar10", {"conv": 0.15, "fc": 0.2, "output": 0.1}),
+    ("resnet18-cifar10", {"conv": 0.2}),
+])
+def test_sliders_show_and_pass_the_papers_rates(grids, tmp_path, preset, shown):
+    for profile in ("quick", "paper"):
+        panel = widgets.LotteryPanel(preset, profile, store=RunStore(tmp_path))
+        assert {k: s.value for k, s in panel.rate_sliders.items()} == shown
+        panel.run()
+        rates = grids[-1]["rates"]
+        assert rates == shown
+        # untouched sliders run exactly the profile's own rule (quick: 1 - (1 - p)^2 once, not twice)
+        assert experiment(preset, profile, rates=rates).pruning == get_preset(preset).profile(profile).pruning
+
+
+def test_a_moved_slider_is_a_paper_rate(grids, tmp_path):
+    panel = widgets.LotteryPanel("lenet-mnist", "quick", store=RunStore(tmp_path))
+    panel.rate_sliders["fc"].value = 0.5
+    panel.run()
+    assert grids[-1]["rates"] == {"fc": 0.5, "output": 0.1}
+    assert experiment("lenet-mnist", "quick", rates=grids[-1]["rates"]).pruning.rates == {"fc": 0.75, "output": 0.19}
