@@ -16,6 +16,7 @@ The new fc rate is one the run store has never seen, so Run always trains (and s
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from pathlib import Path
@@ -36,24 +37,30 @@ LENET_FC_WEIGHTS = 784 * 300 + 300 * 100
 LENET_OUTPUT_WEIGHTS = 100 * 10
 
 
+def per_round(paper_rate: float) -> float:
+    """The rate a round applies for a slider's paper rate: the quick profile takes two paper rounds at once."""
+    return 1 - (1 - paper_rate) ** 2 if os.environ.get("LTH_PROFILE", "quick") == "quick" else paper_rate
+
+
 def expected_density(fc_rate: float, output_rate: float, round_index: int) -> float:
-    """Overall density (%) of LeNet's prunable weights after `round_index` rounds of layer-wise pruning."""
-    kept = LENET_FC_WEIGHTS * (1 - fc_rate) ** round_index + LENET_OUTPUT_WEIGHTS * (1 - output_rate) ** round_index
+    """Overall density (%) of LeNet's weights after `round_index` rounds at the sliders' paper rates."""
+    fc, out = per_round(fc_rate), per_round(output_rate)
+    kept = LENET_FC_WEIGHTS * (1 - fc) ** round_index + LENET_OUTPUT_WEIGHTS * (1 - out) ** round_index
     return 100 * kept / (LENET_FC_WEIGHTS + LENET_OUTPUT_WEIGHTS)
 
 
 def stored_fc_rates(runs_dir: Path) -> set[float]:
-    """Every fc rate some lenet-mnist run in the store was configured with."""
+    """Every fc rate (as a slider's paper rate) some LeNet ticket in the store was configured with."""
     rates = set()
-    for config in runs_dir.glob("*/config.json"):
+    for config in runs_dir.glob("lenet-mnist-*/*/config.json"):
         try:
             cfg = json.loads(config.read_text())
         except (OSError, ValueError):
             continue
-        if cfg.get("preset") == "lenet-mnist":
-            fc = cfg.get("pruning", {}).get("rates", {}).get("fc")
-            if fc is not None:
-                rates.add(round(float(fc), 2))
+        fc = cfg.get("pruning", {}).get("rates", {}).get("fc")
+        if fc is not None:  # stored per round; invert the profile's step to compare with slider values
+            step = 2 if os.environ.get("LTH_PROFILE", "quick") == "quick" else 1
+            rates.add(round(1 - (1 - float(fc)) ** (1 / step), 2))
     return rates
 
 
