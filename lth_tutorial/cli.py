@@ -15,9 +15,9 @@ from .data import DataError
 from .lottery import RoundProgress, check_strategy, resolve_device
 from .masks import PruningRule
 from .models import MODELS, UnknownModelError, count_weights, create_model, weight_kinds
-from .presets import PRESETS, PROFILES, current_profile, experiment, get_preset
-from .reports import (csv_text, load_summary, markdown_table, provenance, run_grid, save_summary,
-                      without_curves)
+from .presets import PRESETS, PROFILES, TRAIN_OVERRIDES, current_profile, experiment, get_preset
+from .reports import load_summary, provenance, save_summary, to_csv, to_markdown
+from .runner import run_grid, without_curves
 from .store import RunStore, StoreError
 
 
@@ -78,9 +78,9 @@ def _round_printer(bar_holder: dict):
         bar_holder["bar"].close()
         bar_holder["bar"] = None
         who = "ticket" if experiment.control == "none" else experiment.control
-        tqdm.write(f"| {experiment.trial:>5} | {who:<7} | {m['round']:>5} | {m['density'] * 100:>8.2f} | "
-                   f"{m['early_stop_iteration']:>8} | {m['early_stop_val_loss']:>8.4f} | "
-                   f"{m['early_stop_test_accuracy'] * 100:>12.2f} | {m['final_test_accuracy'] * 100:>9.2f} |")
+        tqdm.write(f"trial {experiment.trial} {who} round {m['round']}: Pm {m['density']:.2%}, early stop at "
+                   f"{m['early_stop_iteration']} (val loss {m['early_stop_val_loss']:.4f}, test acc "
+                   f"{m['early_stop_test_accuracy']:.2%}), final test acc {m['final_test_accuracy']:.2%}")
 
     progress = RoundProgress(start_round=start, end_round=end)
     return progress
@@ -99,12 +99,14 @@ def _grid(args, progress=None):
     check_strategy(args.strategy)
     oneshot = _oneshot(args.oneshot)
     rates = _rates(args.rate)
+    train = {k: getattr(args, k) for k in TRAIN_OVERRIDES if getattr(args, k) is not None}
     # the whole selection checked here, before any data is loaded or anything is printed or trained
-    experiment(preset.name, profile, strategy=args.strategy, oneshot=oneshot, rates=rates, scope=args.scope)
+    experiment(preset.name, profile, strategy=args.strategy, oneshot=oneshot, rates=rates, scope=args.scope,
+               train=train)
     controls = () if args.control == "none" else (args.control,)
     return dict(preset=preset.name, profile=profile, rounds=len(oneshot) if oneshot else rounds, trials=trials,
                 strategy=args.strategy, controls=controls, oneshot=oneshot, rates=rates,
-                scope=args.scope, store=RunStore(args.store), device=resolve_device(args.device), progress=progress,
+                scope=args.scope, train=train, store=RunStore(args.store), device=resolve_device(args.device), progress=progress,
                 only_trials=tuple(args.trial or ()))
 
 
@@ -114,14 +116,16 @@ def cmd_run(args) -> None:
     grid = _grid(args, progress)
     grid["curve_points"] = 50 if args.curves else 0
     which = f" (only {', '.join(map(str, grid['only_trials']))})" if grid["only_trials"] else ""
-    rule = experiment(grid["preset"], grid["profile"], rates=grid["rates"], scope=grid["scope"]).pruning
+    chosen = experiment(grid["preset"], grid["profile"], rates=grid["rates"], scope=grid["scope"], train=grid["train"])
+    rule, config = chosen.pruning, chosen.train
     pruning = ", ".join(f"{kind} {rate:.4g}" for kind, rate in rule.rates.items() if rate > 0)
     print(f"{grid['preset']} ({grid['profile']} profile) on {grid['device']}: {grid['trials']} trial(s){which}, "
-          f"rounds 0..{grid['rounds']}, strategy {grid['strategy']}, pruning {pruning} per round ({rule.scope})"
+          f"rounds 0..{grid['rounds']}, strategy {grid['strategy']}, pruning {pruning} per round ({rule.scope}), "
+          f"{config.iterations:,} iterations at lr {config.lr:g}, batch {config.batch_size}, "
+          f"evaluated every {config.eval_every}"
           + (f", controls {', '.join(grid['controls'])}" if grid["controls"] else "") + f"; store {grid['store'].root}")
-    print("| trial | run     | round | density% | es iter  | val loss | test acc@es% | final acc% |")
     summary = run_grid(**grid)
-    print("\n" + markdown_table(summary))
+    print("\n" + to_markdown(summary))
     if args.curves:
         save_summary({**summary, "provenance": provenance(grid["device"])}, args.curves, compact=True)
         print(f"curves written to {args.curves}")
@@ -142,8 +146,8 @@ def cmd_report(args) -> None:
     out = Path(args.out)
     paths = report_figures(summary, out, paper_scale)
     name = f"{summary['preset']}-{summary['profile']}"
-    (out / f"{name}.csv").write_text(csv_text(summary))
-    (out / f"{name}.md").write_text(markdown_table(summary) + "\n")
+    (out / f"{name}.csv").write_text(to_csv(summary))
+    (out / f"{name}.md").write_text(to_markdown(summary) + "\n")
     for p in [*paths, out / f"{name}.csv", out / f"{name}.md"]:
         print(p)
 
@@ -182,6 +186,11 @@ def _selectors(p: argparse.ArgumentParser) -> None:
                         "shortcut; the model's kinds only); the quick profile prunes 1-(1-RATE)^2 per round, "
                         "as for the preset's own rates; fc alone keeps output at half of it (LeNet, Conv)")
     p.add_argument("--scope", choices=("layerwise", "global"), help="override the pruning scope")
+    p.add_argument("--iterations", type=int, help="training iterations per round (default: the profile's); "
+                   "warmup, lr milestones and report points scale with it")
+    p.add_argument("--lr", type=float, help="learning rate (default: the profile's)")
+    p.add_argument("--eval-every", type=int, help="evaluate validation and test every N iterations")
+    p.add_argument("--batch-size", type=int, help="minibatch size (default: the profile's)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--store", help="run store folder (default $LTH_RUNS_DIR or ./runs)")
 

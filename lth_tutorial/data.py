@@ -273,6 +273,7 @@ class Splits:
     train: Split
     validation: Split
     test: Split
+    config: DataConfig | None = None   # what they were loaded for: runs check it against their own
 
 
 def _normalize(images: torch.Tensor, dataset: str, device: torch.device) -> torch.Tensor:
@@ -295,7 +296,7 @@ def load_splits(config: DataConfig, device: str | torch.device = "cpu", root: Pa
         return Split(_normalize(x, config.dataset, device), y.to(device), black)
 
     return Splits(split(images[train_idx], labels[train_idx]), split(images[val_idx], labels[val_idx]),
-                  split(test_images, test_labels))
+                  split(test_images, test_labels), config)
 
 
 def augment_params(n: int, generator: torch.Generator, pad: int = 4) -> torch.Tensor:

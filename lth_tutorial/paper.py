@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .presets import ladder
 
 SPLITS = ("test", "validation")
 
@@ -30,26 +31,6 @@ class Reference:
     def __post_init__(self):
         if self.split not in SPLITS:
             raise ValueError(f"split must be one of {', '.join(SPLITS)}; got {self.split!r}.")
-
-
-def lenet_ladder(k: int) -> float:
-    """Pm after k paper rounds of LeNet at fc 20% / output 10% (paper-facts, Section 2)."""
-    return (265_200 * 0.8 ** k + 1_000 * 0.9 ** k) / 266_200
-
-
-# Global pruning of the convs at 20% per round; these weights are never pruned but count in Pm.
-RESNET18_CONV, RESNET18_KEPT = 267_696, 2_560 + 640   # shortcut 1x1 convs, output layer
-VGG19_CONV, VGG19_KEPT = 20_018_880, 5_120           # output layer
-
-
-def resnet18_ladder(k: int) -> float:
-    """Pm after k paper rounds of ResNet-18: rounds 4, 6, 7, 10 give the paper's 41.7, 27.1, 21.9, 11.8%."""
-    return (RESNET18_CONV * 0.8 ** k + RESNET18_KEPT) / (RESNET18_CONV + RESNET18_KEPT)
-
-
-def vgg19_ladder(k: int) -> float:
-    """Pm after k paper rounds of VGG-19: rounds 12, 15, 19 give the paper's 6.9, 3.5, 1.5%."""
-    return (VGG19_CONV * 0.8 ** k + VGG19_KEPT) / (VGG19_CONV + VGG19_KEPT)
 
 
 REFERENCES: dict[str, list[Reference]] = {
@@ -82,9 +63,9 @@ REFERENCES: dict[str, list[Reference]] = {
     # placed on the ladder the paper's Pm come from (its rounds 6, 4 and 7), so they sit on our rounds
     "resnet18": [
         Reference(1.0, "accuracy", 0.905, "absolute", "dense at lr 0.1: 90.5%"),
-        Reference(resnet18_ladder(6), "accuracy", 0.905, "absolute", "warmup ticket 90.5% at Pm 27.1%"),
-        Reference(resnet18_ladder(4), "accuracy", 0.895, "absolute", "lr 0.01 best tickets 89.5% (Pm 41.7%-21.9%)"),
-        Reference(resnet18_ladder(7), "accuracy", 0.895, "absolute", "lr 0.01 best tickets 89.5% (Pm 41.7%-21.9%)"),
+        Reference(ladder("resnet18-cifar10", 6), "accuracy", 0.905, "absolute", "warmup ticket 90.5% at Pm 27.1%"),
+        Reference(ladder("resnet18-cifar10", 4), "accuracy", 0.895, "absolute", "lr 0.01 best tickets 89.5% (Pm 41.7%-21.9%)"),
+        Reference(ladder("resnet18-cifar10", 7), "accuracy", 0.895, "absolute", "lr 0.01 best tickets 89.5% (Pm 41.7%-21.9%)"),
     ],
     "vgg19": [],
 }

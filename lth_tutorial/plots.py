@@ -1,68 +1,87 @@
-"""Figures in the paper's style: metrics against the fraction of weights remaining.
+"""Figures in the paper's style, drawn with seaborn from the tidy table (`reports.frame`).
 
-Owns: accuracy-vs-density and early-stop-vs-density panels (mean line, min-max band over trials,
-density on a reversed log axis as in the paper's Figures 3-5), the paper's reference points drawn on
-the same axes (relative points anchored on our dense round 0, and labelled as the paper's; points the
-paper gives as *validation* accuracy are drawn hollow under their own label, since our axes show test
-accuracy), training curves per round, and `report_figures`, which saves the standard set as PNG.
+Owns: metric-vs-density panels (a line per series at the mean over trials, a band over the min-max
+range of trials, named in the legend; density on a reversed log axis as in the paper's Figures 3-5),
+one palette per series used by every figure and notebook, the paper's reference points on the same
+axes (relative points anchored on our dense round 0; points the paper gives as *validation* accuracy
+hollow, under their own label), training curves per round, and `report_figures`, which saves the
+standard set as PNG. matplotlib stays underneath: every function takes or returns its Axes/Figure.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
 from matplotlib.ticker import FixedLocator, NullLocator
 
 from .paper import references_for
-from .reports import by_round, series
+from .reports import SERIES_ORDER, aggregate, frame
 
-COLORS = {"winning ticket": "tab:blue", "random reinit": "tab:orange", "random sparsity": "tab:green",
-          "continued training": "tab:purple", "one-shot": "tab:red"}
+# one colour per series, in every figure (colour-blind safe); other series take the next free colours
+_COLORS = sns.color_palette("colorblind", 10)
+PALETTE = dict(zip(SERIES_ORDER, [_COLORS[0], _COLORS[1], _COLORS[2], _COLORS[4], _COLORS[3]]))
 METRICS = {"accuracy": ("early_stop_test_accuracy", "test accuracy at early stop (%)", 100),
            "early_stop": ("early_stop_iteration", "early-stop iteration", 1),
            "final": ("final_test_accuracy", "final test accuracy (%)", 100)}
+DENSITY_TICKS = (100, 51.3, 21.1, 7.0, 3.6, 1.9, 1.2)
 
 
-def _density_axis(ax) -> None:
+def palette(series: list[str]) -> dict[str, tuple]:
+    """PALETTE for the known series, the remaining colour-blind colours for any other."""
+    spare = iter(c for c in _COLORS if c not in PALETTE.values())
+    return {s: PALETTE.get(s) or next(spare) for s in series}
+
+
+def density_axis(ax) -> None:
+    """The paper's x axis: percent of weights remaining, log scale, decreasing to the right."""
     ax.set_xscale("log")
     ax.invert_xaxis()
-    ticks = [100, 51.3, 21.1, 7.0, 3.6, 1.9, 1.2]
-    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_major_locator(FixedLocator(DENSITY_TICKS))
     ax.xaxis.set_minor_locator(NullLocator())
-    ax.set_xticklabels([f"{t:g}" for t in ticks])
+    ax.set_xticklabels([f"{t:g}" for t in DENSITY_TICKS])
     ax.set_xlabel("percent of weights remaining (Pm)")
     ax.grid(True, alpha=0.3)
 
 
+def long_frame(summaries: dict[str, dict]) -> pd.DataFrame:
+    """The tidy tables of several summaries, one `source` per dict key, with the x each round is drawn at
+    (its mean Pm over trials, in percent, so that a round's trials share one x)."""
+    parts = [frame(summary, source) for source, summary in summaries.items()]
+    df = pd.concat([p for p in parts if not p.empty], ignore_index=True)
+    df["Pm %"] = df.groupby(["source", "series", "round"], observed=True)["density"].transform("mean") * 100
+    df["series"] = df["series"].astype(str)
+    return df
+
+
 def plot_metric(ax, summaries: dict[str, dict], metric: str = "accuracy", preset: str | None = None,
                 paper_scale: dict | None = None) -> None:
-    """One panel: `metric` vs density for every series of every summary (label prefix = dict key)."""
+    """One panel: `metric` vs density for every series of every summary. Colour = series, line style =
+    summary (dict key) when there are several; the band is the min-max range over trials."""
     key, ylabel, scale = METRICS[metric]
-    dense = None
-    for prefix, summary in summaries.items():
-        for name, trials in series(summary).items():
-            rows = by_round(trials, key)
-            if not rows:
-                continue
-            x = [r[0] * 100 for r in rows]
-            color = COLORS.get(name)
-            text = f"{prefix}{name}" + (f" ({len(trials)} trials)" if len(trials) > 1 else "")
-            ax.plot(x, [r[1] * scale for r in rows], "o-", color=color, label=text, ms=4)
-            if len(trials) > 1:
-                ax.fill_between(x, [r[2] * scale for r in rows], [r[3] * scale for r in rows], color=color,
-                                alpha=0.2)
-            if dense is None and name == "winning ticket" and rows[0][0] == 1.0:
-                dense = rows[0][1]
+    df = long_frame(summaries)
+    df["value"] = df[key] * scale
+    counts = df.groupby(["source", "series"])["trial"].nunique()
+    trials = int(counts.max())
+    held = f"{counts.min()}-{trials}" if counts.min() != trials else f"{trials}"
+    sources = list(summaries)
+    styled = {"style": "source", "markers": True, "dashes": True} if len(sources) > 1 else {"marker": "o"}
+    sns.lineplot(data=df, x="Pm %", y="value", hue="series", palette=palette(list(dict.fromkeys(df["series"]))),
+                 estimator="mean", errorbar=("pi", 100) if trials > 1 else None, ms=5, ax=ax, **styled)
     if paper_scale:
-        for name, trials in series(paper_scale).items():
-            rows = by_round(trials, key)
-            if rows:
-                ax.plot([r[0] * 100 for r in rows], [r[1] * scale for r in rows], "s--", ms=3, alpha=0.7,
-                        color=COLORS.get(name), label=f"ours, paper profile: {name} ({len(trials)} trials)")
+        agg = aggregate(paper_scale)
+        for name, rows in agg.groupby("series", observed=True):
+            ax.plot(rows["density"] * 100, rows[key] * scale, "s--", ms=3, alpha=0.7, color=palette([str(name)])[str(name)],
+                    label=f"ours, paper profile: {name} ({int(rows['trials'].max())} trials)")
     if preset:
-        _draw_references(ax, preset, metric, dense, scale)
-    _density_axis(ax)
+        ticket = df[(df["series"] == "winning ticket") & (df["round"] == 0) & (df["density"] == 1.0)]
+        _draw_references(ax, preset, metric, ticket[key].mean() if len(ticket) else None, scale)
+    density_axis(ax)
     ax.set_ylabel(ylabel)
+    handles, labels = ax.get_legend_handles_labels()
+    band = f"line: mean, band: min-max over {held} trials" if trials > 1 else "1 trial"
+    ax.legend(handles, labels, fontsize=7, title=band, title_fontsize=7)
 
 
 REFERENCE_LABELS = {"test": "paper (relative points anchored on our dense run)",
@@ -93,26 +112,40 @@ def _draw_references(ax, preset: str, metric: str, dense: float | None, scale: f
 def density_figure(summaries: dict[str, dict], preset: str | None = None, paper_scale: dict | None = None,
                    title: str = "") -> plt.Figure:
     """Two panels side by side: early-stop iteration and test accuracy at early stop vs density."""
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     plot_metric(axes[0], summaries, "early_stop", preset, paper_scale)
     plot_metric(axes[1], summaries, "accuracy", preset, paper_scale)
-    axes[1].legend(fontsize=7, loc="lower left")
+    axes[0].get_legend().remove()   # one legend for both panels
+    axes[1].legend(*axes[1].get_legend_handles_labels(), fontsize=7, loc="lower left",
+                   title=axes[1].get_legend().get_title().get_text(), title_fontsize=7)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
     return fig
 
 
+def curves_frame(summary: dict, trial: int) -> pd.DataFrame:
+    """One trial's training curves (a summary written with `--curves`) as a long table."""
+    rows = []
+    for run in summary["runs"]:
+        if run["trial"] != trial:
+            continue
+        for r in run["rounds"]:
+            c = r["curve"]
+            rows += [{"control": run["control"], "round": r["round"], "Pm": f"{r['density'] * 100:.1f}%",
+                      "iteration": i, "test accuracy (%)": a * 100} for i, a in zip(c["iteration"], c["test_accuracy"])]
+    return pd.DataFrame(rows)
+
+
 def curves_figure(metrics: list[dict], title: str = "") -> plt.Figure:
-    """Test accuracy over training for several rounds (the paper's Figure 3 view)."""
+    """Test accuracy over training for several rounds (the paper's Figure 3 view), from round metrics."""
+    rows = [{"Pm": f"{m['density'] * 100:.1f}%", "iteration": i, "test accuracy (%)": a * 100}
+            for m in metrics for i, a in zip(m["curves"]["iteration"], m["curves"]["test_accuracy"])]
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    for m in metrics:
-        c = m["curves"]
-        ax.plot(c["iteration"], [a * 100 for a in c["test_accuracy"]], label=f"Pm {m['density'] * 100:.1f}%")
+    sns.lineplot(data=pd.DataFrame(rows), x="iteration", y="test accuracy (%)", hue="Pm", palette="viridis", ax=ax)
     ax.set_xlabel("training iteration")
-    ax.set_ylabel("test accuracy (%)")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, title="Pm", title_fontsize=8)
     ax.set_title(title)
     fig.tight_layout()
     return fig
@@ -127,17 +160,20 @@ def summary_curves_figure(summary: dict, rounds: list[int], control_rounds: list
     trial = present[0] if trial is None and present else trial
     if trial not in present:
         raise ValueError(f"the summary holds trials {present}, not trial {trial}; pick one of those.")
-    runs = {run["control"]: {r["round"]: r for r in run["rounds"]} for run in summary["runs"] if run["trial"] == trial}
-    fig = curves_figure([{"density": runs["none"][k]["density"], "curves": runs["none"][k]["curve"]} for k in rounds],
-                        title=title)
-    ax = fig.axes[0]
-    colors = {k: line.get_color() for k, line in zip(rounds, ax.get_lines())}
-    control = next((c for c in runs if c != "none"), None)
-    for k in control_rounds if control else ():
-        r = runs[control][k]
-        ax.plot(r["curve"]["iteration"], [a * 100 for a in r["curve"]["test_accuracy"]], "--", color=colors.get(k),
-                label=f"{control}, Pm {r['density'] * 100:.1f}%")
+    df = curves_frame(summary, trial)
+    control = next((c for c in df["control"].unique() if c != "none"), None)
+    shown = df[((df["control"] == "none") & df["round"].isin(rounds))
+               | ((df["control"] == control) & df["round"].isin(control_rounds if control else []))].copy()
+    shown["run"] = shown["control"].map(lambda c: "ticket" if c == "none" else c)
+    order = [f"{d}" for d in df[df["control"] == "none"].drop_duplicates("round").set_index("round").loc[rounds, "Pm"]]
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    sns.lineplot(data=shown, x="iteration", y="test accuracy (%)", hue="Pm", hue_order=order, style="run",
+                 style_order=[r for r in ("ticket", control) if r in set(shown["run"])], palette="viridis", ax=ax)
+    ax.set_xlabel("training iteration")
+    ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
+    ax.set_title(title)
+    fig.tight_layout()
     return fig
 
 
@@ -154,7 +190,6 @@ def report_figures(summary: dict, out: str | Path, paper_scale: dict | None = No
     for metric in ("accuracy", "early_stop"):
         fig, ax = plt.subplots(figsize=(6.5, 4.2))
         plot_metric(ax, {"": summary}, metric, summary["preset"], paper_scale)
-        ax.legend(fontsize=7)
         ax.set_title(f"{summary['preset']}: ticket vs controls ({summary['profile']} profile)")
         fig.tight_layout()
         paths.append(out / f"{name}-{metric}.png")

@@ -19,11 +19,14 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, replace
+from functools import lru_cache
 
-from .data import DataConfig
+import torch
+
+from .data import FULL_SIZES, DataConfig
 from .lottery import Experiment
-from .masks import PruningRule
-from .models import model_kinds
+from .masks import PruningRule, ladder_pm
+from .models import create_model, model_kinds, weight_kinds
 from .training import TrainConfig
 
 PROFILES = ("quick", "paper")
@@ -157,19 +160,22 @@ def get_preset(name: str) -> Preset:
 
 def experiment(preset: str, profile: str | None = None, *, strategy: str = "reset", control: str = "none",
                trial: int = 0, oneshot: tuple[float, ...] = (), rates: dict[str, float] | None = None,
-               scope: str | None = None) -> Experiment:
-    """The Experiment for a preset and profile, with optional overrides of the pruning rule.
+               scope: str | None = None, train: dict | None = None) -> Experiment:
+    """The Experiment for a preset and profile, with optional overrides of the pruning rule and training.
 
     `rates` are the paper's per-round rates per kind (as in paper-facts.md), whatever the profile: the
     quick profile steps them to 1 - (1 - p)^2 exactly as it steps the preset's own. Where the paper
     prunes the output layer at half the fc rate (LeNet, Conv nets), giving `fc` alone keeps that rule.
+    `train` overrides the profile's training (`trained_with`); the overrides change the run's hash,
+    so they get a store folder of their own.
     """
     chosen = get_preset(preset)
     prof = chosen.profile(profile or current_profile())
     rule = prof.pruning
     if rates or scope:
         rule = stepped(PruningRule(paper_rates(chosen, rates or {}), scope or chosen.paper.pruning.scope), prof.step)
-    return Experiment(model=chosen.model, data=prof.data, train=prof.train, pruning=rule,
+    return Experiment(model=chosen.model, data=prof.data, train=trained_with(prof.train, train or {}, prof.data),
+                      pruning=rule,
                       dropout=chosen.dropout, strategy=strategy, control=control, oneshot=tuple(oneshot),
                       trial=trial, preset=chosen.name, profile=profile or current_profile())
 
@@ -187,3 +193,56 @@ def paper_rates(preset: Preset, overrides: dict[str, float]) -> dict[str, float]
             math.isclose(paper.get("output", 0.0), paper["fc"] / 2):
         rates["output"] = overrides["fc"] / 2   # the paper's rule: output pruned at half the fc rate
     return rates
+
+
+TRAIN_OVERRIDES = {"iterations": int, "lr": float, "eval_every": int, "batch_size": int}
+
+
+def trained_with(config: TrainConfig, overrides: dict, data: DataConfig) -> TrainConfig:
+    """`config` with the overrides a researcher changes most. A new `iterations` squeezes or stretches
+    the schedule (warmup, lr milestones, report points) as the quick profiles do, and moves the
+    evaluation cadence only where `eval_every` is not given and the old one no longer fits."""
+    unknown = set(overrides) - set(TRAIN_OVERRIDES)
+    if unknown:
+        raise ValueError(f"unknown training override {sorted(unknown)[0]!r}; use {', '.join(TRAIN_OVERRIDES)}.")
+    for name, kind in TRAIN_OVERRIDES.items():
+        value = overrides.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or (kind is int and value != int(value)) or not value > 0):
+            raise ValueError(f"--{name.replace('_', '-')} must be a positive {kind.__name__}; got {value!r}.")
+    train_size = (data.train_examples or FULL_SIZES[(data.dataset, "train")]) - data.validation_size
+    if overrides.get("batch_size") is not None and overrides["batch_size"] > train_size:
+        raise ValueError(f"--batch-size {overrides['batch_size']} is more than the {train_size:,} training examples.")
+    if overrides.get("iterations") is not None:
+        iterations = int(overrides["iterations"])
+        eval_every = int(overrides.get("eval_every") or min(config.eval_every, iterations))
+        config = scaled(config, iterations, eval_every)
+    if overrides.get("eval_every") is not None:
+        if overrides["eval_every"] > config.iterations:
+            raise ValueError(f"--eval-every {overrides['eval_every']} is more than the {config.iterations:,} "
+                             "iterations per round: no round would be evaluated.")
+        config = replace(config, eval_every=int(overrides["eval_every"]))
+    if overrides.get("lr") is not None:
+        config = replace(config, lr=float(overrides["lr"]))
+    if overrides.get("batch_size") is not None:
+        config = replace(config, batch_size=int(overrides["batch_size"]))
+    return config
+
+
+@lru_cache(maxsize=None)
+def _weights(model: str) -> tuple[dict[str, str], dict[str, int]]:
+    with torch.device("meta"):   # shapes only: no memory, no init
+        net = create_model(model)
+    kinds = weight_kinds(net)
+    params = dict(net.named_parameters())
+    return kinds, {name: params[name].numel() for name in kinds}
+
+
+def ladder(preset: str, rounds: float, profile: str = "paper") -> float:
+    """Pm after `rounds` rounds of a preset's profile from dense: the fraction of all weights left,
+    never-pruned kinds counted whole (`masks.ladder_pm` on the preset's model). Every density a
+    notebook, test or reference names comes from here; a round's measured `density` matches it to
+    one weight per layer."""
+    chosen = get_preset(preset)
+    kinds, sizes = _weights(chosen.model)
+    return ladder_pm(chosen.profile(profile).pruning, kinds, sizes, rounds)

@@ -1,88 +1,24 @@
-"""From runs to summaries: a grid of trials x controls for one preset, as the JSON the CLI writes.
+"""From summaries to tables and files: one tidy table, and everything shown rendered from it.
 
-Owns: `run_grid` (run or read every trial's ticket and controls), the summary format
-`{"preset", "profile", "runs": [{"trial", "strategy", "control", "rounds": [...]}]}` (density is the
-paper's Pm: the fraction of all weights that remain, never-pruned kinds included), `provenance` (what
-made the numbers), grouping runs into labelled series, and tables (markdown / CSV) of the mean and
-spread over trials.
+Owns: `frame` (a summary as a pandas DataFrame, one row per trial x series x round, with every metric
+and the per-kind densities), `aggregate` (mean, min and max over trials per series and round),
+`table` (what a reader is shown, the spread named in its column header), its renderings (markdown,
+HTML, CSV: all pandas), `provenance` (what made the numbers), and summary files (save, load, merge).
+Density is the paper's Pm: the fraction of all weights that remain, never-pruned kinds included.
+`runner.run_grid` makes the summaries; nothing here trains.
 """
 from __future__ import annotations
 
 import json
 import os
 import platform
-import statistics
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 
-from .data import load_splits
-from .lottery import RoundProgress, run_experiment
-from .presets import experiment
-from .store import RunStore, environment
-
-ROUND_KEYS = ("round", "density", "kind_density", "early_stop_iteration", "early_stop_test_accuracy",
-              "final_test_accuracy")
-
-
-def run_grid(preset: str, profile: str, *, rounds: int, trials: int, strategy: str = "reset",
-             controls: tuple[str, ...] = (), oneshot: tuple[float, ...] = (),
-             rates: dict[str, float] | None = None, scope: str | None = None,
-             store: RunStore | None = None, device: str | torch.device = "cpu",
-             progress: RoundProgress | None = None, splits=None,
-             only_trials: tuple[int, ...] = (), curve_points: int = 0) -> dict[str, Any]:
-    """Run (or read from the store) each trial's ticket run and its controls; return the summary.
-
-    `rates` are the paper's per-round rates, stepped by the profile (`presets.experiment`).
-    `only_trials` picks some of the `trials` (e.g. one per machine or process); a later call without
-    it reads them all back from the store. `curve_points` > 0 keeps each round's training curves,
-    thinned to about that many evaluations, under "curve".
-    """
-    store = store or RunStore()
-    if any(not 0 <= t < trials for t in only_trials):
-        raise ValueError(f"trial indices must be in 0..{trials - 1} (trials={trials}); got {list(only_trials)}.")
-    runs = []
-    for trial in only_trials or range(trials):
-        for control in ("none", *controls):
-            exp = experiment(preset, profile, strategy=strategy, control=control, trial=trial,
-                             oneshot=oneshot, rates=rates, scope=scope)
-            if splits is None:
-                splits = load_splits(exp.data, device)
-            metrics = run_experiment(exp, rounds, store, device, progress, splits)
-            runs.append({"trial": trial, "strategy": "oneshot" if oneshot else strategy, "control": control,
-                         "rounds": [{k: m[k] for k in ROUND_KEYS} | _extra(m) | _curve(m, curve_points)
-                                    for m in metrics if m["round"] <= rounds]})
-    config = experiment(preset, profile, strategy=strategy, oneshot=oneshot, rates=rates, scope=scope)
-    described = {k: v for k, v in asdict(config).items() if k not in ("trial", "control")}
-    return {"preset": preset, "profile": profile, "config": described, "trials": sorted({r["trial"] for r in runs}),
-            "controls": list(controls), "rounds": rounds, "runs": runs}
-
-
-def _extra(metrics: dict) -> dict:
-    """Fixed-iteration accuracies (VGG/ResNet report these) carried into the summary."""
-    return {k: v for k, v in metrics.items() if k.startswith("test_accuracy_at_")}
-
-
-CURVE_KEYS = ("iteration", "val_loss", "test_accuracy")
-
-
-def _curve(metrics: dict, points: int) -> dict:
-    """Every k-th evaluation (and the last), so that a paper-scale curve stays a few hundred bytes."""
-    if points <= 0:
-        return {}
-    curves = metrics["curves"]
-    n = len(curves["iteration"])
-    stride = -(-n // points)  # ceil(n / points)
-    keep = sorted(set(range(stride - 1, n, stride)) | {n - 1})
-    return {"curve": {k: [round(curves[k][i], 5) for i in keep] for k in CURVE_KEYS}}
-
-
-def without_curves(summary: dict) -> dict:
-    return {**summary, "runs": [{**run, "rounds": [{k: v for k, v in r.items() if k != "curve"} for r in run["rounds"]]}
-                                for run in summary["runs"]]}
-
+from .store import environment
 
 def _cpu_name() -> str:
     try:  # Linux names the CPU model here; platform.processor() is often empty
@@ -116,7 +52,12 @@ def provenance(device: str | torch.device | None = None) -> dict[str, Any]:
             "tf32_matmul": torch.backends.cuda.matmul.allow_tf32, "tf32_cudnn": torch.backends.cudnn.allow_tf32}
 
 
+SERIES_ORDER = ("winning ticket", "random reinit", "random sparsity", "continued training", "one-shot")
+METRICS = ("early_stop_iteration", "early_stop_val_loss", "early_stop_test_accuracy", "final_test_accuracy")
+
+
 def label(run: dict) -> str:
+    """A run's series name: the ticket by its strategy, a control by what it randomizes."""
     if run["control"] == "reinit":
         return "random reinit"
     if run["control"] == "random":
@@ -125,47 +66,99 @@ def label(run: dict) -> str:
         run["strategy"], f"ticket ({run['strategy']})")
 
 
-def series(summary: dict) -> dict[str, list[list[dict]]]:
-    """label -> one list of round dicts per trial."""
-    grouped: dict[str, list[list[dict]]] = {}
-    for run in summary["runs"]:
-        grouped.setdefault(label(run), []).append(run["rounds"])
-    return grouped
-
-
-def by_round(trials: list[list[dict]], key: str) -> list[tuple[float, float, float, float]]:
-    """(density, mean, min, max) of `key` per round index present in every trial."""
-    rounds = sorted(set.intersection(*(set(r["round"] for r in t) for t in trials))) if trials else []
+def frame(summary: dict, source: str = "") -> pd.DataFrame:
+    """The tidy table: one row per (trial, series, round). Columns: source (a name for the summary when
+    several share a figure), preset, profile, series, strategy, control, trial, round, density (Pm),
+    density_<kind> per layer kind, the metrics, and test_accuracy_at_<N> where the preset reports them."""
     rows = []
-    for k in rounds:
-        picked = [next(r for r in t if r["round"] == k) for t in trials]
-        values = [p[key] for p in picked]
-        rows.append((picked[0]["density"], statistics.fmean(values), min(values), max(values)))
-    return rows
-
-
-def markdown_table(summary: dict) -> str:
-    lines = ["| series | round | density % | early-stop iter | test acc at early stop % | final test acc % | trials |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
-    for name, trials in series(summary).items():
-        its = by_round(trials, "early_stop_iteration")
-        accs = by_round(trials, "early_stop_test_accuracy")
-        finals = by_round(trials, "final_test_accuracy")
-        rounds = sorted(set.intersection(*(set(r["round"] for r in t) for t in trials)))
-        for k, it, acc, fin in zip(rounds, its, accs, finals):
-            spread = f" ± {(acc[3] - acc[2]) * 50:.2f}" if len(trials) > 1 else ""
-            lines.append(f"| {name} | {k} | {acc[0] * 100:.1f} | {it[1]:.0f} | {acc[1] * 100:.2f}{spread} "
-                         f"| {fin[1] * 100:.2f} | {len(trials)} |")
-    return "\n".join(lines)
-
-
-def csv_text(summary: dict) -> str:
-    lines = ["series,trial,round,density,early_stop_iteration,early_stop_test_accuracy,final_test_accuracy"]
     for run in summary["runs"]:
         for r in run["rounds"]:
-            lines.append(f"{label(run)},{run['trial']},{r['round']},{r['density']:.6f},{r['early_stop_iteration']},"
-                         f"{r['early_stop_test_accuracy']:.6f},{r['final_test_accuracy']:.6f}")
-    return "\n".join(lines) + "\n"
+            row = {"source": source, "preset": summary["preset"], "profile": summary["profile"],
+                   "series": label(run), "strategy": run["strategy"], "control": run["control"],
+                   "trial": run["trial"], "round": r["round"], "density": r["density"]}
+            row |= {f"density_{kind}": d for kind, d in r.get("kind_density", {}).items()}
+            row |= {k: r[k] for k in METRICS if k in r}
+            row |= {k: v for k, v in r.items() if k.startswith("test_accuracy_at_")}
+            rows.append(row)
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return df
+    order = [s for s in SERIES_ORDER if s in set(df["series"])] + sorted(set(df["series"]) - set(SERIES_ORDER))
+    df["series"] = pd.Categorical(df["series"], categories=order)
+    return df.sort_values(["source", "series", "trial", "round"], kind="stable").reset_index(drop=True)
+
+
+def _frame(data: dict | pd.DataFrame) -> pd.DataFrame:
+    return data if isinstance(data, pd.DataFrame) else frame(data)
+
+
+def aggregate(data: dict | pd.DataFrame) -> pd.DataFrame:
+    """Per (source, series, round): `trials` (how many hold the round), `density` and every metric's
+    mean over them, and `<metric>_min` / `<metric>_max`. Only rounds that every trial of a series
+    holds, so a mean is never taken over a different set of trials from one round to the next."""
+    df = _frame(data)
+    metrics = [c for c in df.columns if c in METRICS or c.startswith("test_accuracy_at_")]
+    groups = df.groupby(["source", "series", "round"], observed=True)
+    out = groups[["density", *metrics]].mean()
+    out.insert(0, "trials", groups.size())
+    for m in metrics:
+        out[f"{m}_min"], out[f"{m}_max"] = groups[m].min(), groups[m].max()
+    out = out.reset_index()
+    held = df.groupby(["source", "series"], observed=True)["trial"].nunique().rename("held")
+    out = out.join(held, on=["source", "series"])
+    return out[out["trials"] == out["held"]].drop(columns="held").reset_index(drop=True)
+
+
+def spread_name(trials: int) -> str:
+    return f"mean [min, max] over {trials} trials" if trials > 1 else "1 trial"
+
+
+def table(data: dict | pd.DataFrame, metrics: dict[str, str] | None = None) -> pd.DataFrame:
+    """What a reader is shown: per series and round, Pm, the early-stop iteration (mean), and each
+    accuracy as "mean [min, max]" in percent, the spread named in the header; rounds in order."""
+    agg = aggregate(data)
+    trials = int(agg["trials"].max()) if len(agg) else 1
+    metrics = metrics or {"early_stop_test_accuracy": "test acc at early stop %",
+                          "final_test_accuracy": "final test acc %"}
+    shown = pd.DataFrame({"series": agg["series"].astype(str), "round": agg["round"],
+                          "Pm %": agg["density"].mul(100).round(1)})
+    if agg["source"].ne("").any():
+        shown.insert(0, "source", agg["source"])
+    if "early_stop_iteration" in agg:
+        shown["early-stop iteration"] = agg["early_stop_iteration"].round().astype(int)
+    for key, name in metrics.items():
+        if key not in agg:
+            continue
+        cells = agg[key].mul(100).map("{:.2f}".format)
+        if trials > 1:
+            cells += " [" + agg[f"{key}_min"].mul(100).map("{:.2f}".format) + ", " \
+                     + agg[f"{key}_max"].mul(100).map("{:.2f}".format) + "]"
+        shown[f"{name}, {spread_name(trials)}" if trials > 1 else name] = cells
+    shown["trials"] = agg["trials"]
+    return shown
+
+
+def to_markdown(data: dict | pd.DataFrame) -> str:
+    return table(data).to_markdown(index=False, floatfmt=".1f")
+
+
+def to_html(data: dict | pd.DataFrame | None = None, shown: pd.DataFrame | None = None) -> str:
+    """A summary's table (or any table already `shown`) as an HTML table for notebooks and the panel."""
+    shown = table(data) if shown is None else shown
+    return shown.to_html(index=False, classes="lth-table", border=0, escape=True, float_format="{:.1f}".format)
+
+
+def to_csv(data: dict | pd.DataFrame) -> str:
+    """The tidy table itself, every trial's row: what a reader loads into pandas or R."""
+    df = _frame(data)
+    if df["source"].eq("").all():
+        df = df.drop(columns="source")
+    return df.to_csv(index=False, float_format="%.6f")
+
+
+def merge(*summaries: dict) -> dict:
+    """One summary holding the runs of several (same preset and profile)."""
+    return {**summaries[0], "runs": [run for s in summaries for run in s["runs"]]}
 
 
 def save_summary(summary: dict, path: str | Path, compact: bool = False) -> None:
@@ -178,8 +171,3 @@ def save_summary(summary: dict, path: str | Path, compact: bool = False) -> None
 
 def load_summary(path: str | Path) -> dict:
     return json.loads(Path(path).read_text())
-
-
-def merge(*summaries: dict) -> dict:
-    """One summary holding the runs of several (same preset and profile)."""
-    return {**summaries[0], "runs": [run for s in summaries for run in s["runs"]]}

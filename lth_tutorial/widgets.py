@@ -1,37 +1,22 @@
 """The notebooks' control panel: sliders for the pruning rates and rounds, strategy and control, a Run button.
 
-Owns `LotteryPanel`. Run trains only what the run store lacks (finished rounds redraw at once), shows a
-progress bar while it trains, then redraws the density figure and the table. Everything it prints goes
-into its own Output widgets, so executing a notebook leaves no stray stdout for nbval to trip on.
+Owns `LotteryPanel`. Run trains only what the run store lacks
+(finished rounds redraw at once), shows a `tqdm.auto` bar while it trains, then redraws the density
+figure and the table (`reports.to_html`). Everything it prints goes into its own Output widgets, so
+executing a notebook leaves no stray stdout for nbval to trip on.
 """
 from __future__ import annotations
 
 import ipywidgets as w
 import matplotlib.pyplot as plt
-from IPython.display import HTML, display
+from IPython.display import display
+from tqdm.auto import tqdm
 
 from .lottery import RoundProgress
 from .presets import current_profile, get_preset
-from .reports import markdown_table, run_grid
+from .reports import to_html
+from .runner import run_grid
 from .store import RunStore
-
-
-class _BarAdapter:
-    """tqdm-like `update(n)` on an IntProgress."""
-
-    def __init__(self, bar: w.IntProgress):
-        self.bar = bar
-
-    def update(self, n: int) -> None:
-        self.bar.value = min(self.bar.max, self.bar.value + n)
-
-
-def _markdown_to_html(table: str) -> str:
-    rows = [r.strip("|").split("|") for r in table.splitlines() if not r.startswith("|---")]
-    head, body = rows[0], rows[1:]
-    cells = "".join(f"<th>{h.strip()}</th>" for h in head)
-    lines = "".join("<tr>" + "".join(f"<td>{c.strip()}</td>" for c in r) + "</tr>" for r in body)
-    return f"<table class='lth-table'><thead><tr>{cells}</tr></thead><tbody>{lines}</tbody></table>"
 
 
 class LotteryPanel:
@@ -58,8 +43,7 @@ class LotteryPanel:
         self.strategy = w.Dropdown(options=["reset", "continue", rewind], value="reset", description="strategy")
         self.control = w.Dropdown(options=["none", "reinit", "random"], value=control, description="control")
         self.run_button = w.Button(description="Run", button_style="primary", icon="play")
-        self.progress = w.IntProgress(value=0, min=0, max=1, description="", bar_style="info",
-                                      layout=w.Layout(visibility="hidden", width="60%"))
+        self.progress = w.Output()   # the tqdm bar of the round being trained
         self.status = w.Label(value="")
         self.figure_out = w.Output()
         self.table = w.HTML(value="")
@@ -76,14 +60,20 @@ class LotteryPanel:
                 "strategy": self.strategy.value, "control": self.control.value}
 
     def _progress(self) -> RoundProgress:
+        progress = RoundProgress()
+
         def start(experiment, index, iterations):
             who = "ticket" if experiment.control == "none" else experiment.control
-            self.progress.layout.visibility = "visible"
-            self.progress.max, self.progress.value = iterations, 0
-            self.progress.description = f"{who} r{index}"
             self.status.value = f"training trial {experiment.trial}, {who}, round {index} ({iterations} iterations)"
+            with self.progress:
+                self.progress.clear_output(wait=True)
+                progress.iterations = tqdm(total=iterations, desc=f"{who} r{index}", unit="it")
 
-        return RoundProgress(start_round=start, iterations=_BarAdapter(self.progress))
+        def end(experiment, metrics):
+            progress.iterations.close()
+
+        progress.start_round, progress.end_round = start, end
+        return progress
 
     def run(self) -> dict:
         """Bring the selected runs up to date (training only what is missing), then redraw."""
@@ -99,7 +89,7 @@ class LotteryPanel:
             self.status.value = f"error: {e}"
             raise
         finally:
-            self.progress.layout.visibility = "hidden"
+            self.progress.clear_output()
             self.run_button.disabled = False
         self.redraw()
         return self.summary
@@ -116,33 +106,10 @@ class LotteryPanel:
             self.figure_out.clear_output(wait=True)
             display(self.figure)
         plt.close(self.figure)  # shown once, in the panel: an open pyplot figure would be drawn again below the cell
-        self.table.value = _markdown_to_html(markdown_table(self.summary))
+        self.table.value = to_html(self.summary)
 
     def show(self) -> None:
         display(self.box)
 
 
-def progress_bar(label: str = "") -> RoundProgress:
-    """Display a progress bar for the rounds a notebook cell trains; rounds read from the store skip it."""
-    bar = w.IntProgress(value=0, min=0, max=1, bar_style="info", layout=w.Layout(width="50%"))
-    text = w.Label(value=label or "reading finished rounds from the store")
-    display(w.HBox([bar, text]))
-
-    def start(experiment, index, iterations):
-        who = "ticket" if experiment.control == "none" else experiment.control
-        bar.max, bar.value = iterations, 0
-        text.value = f"{experiment.preset}: trial {experiment.trial}, {who}, round {index}"
-
-    def end(experiment, metrics):
-        bar.bar_style = "success"
-        text.value = f"{experiment.preset}: finished round {metrics['round']} ({metrics['seconds']:.0f} s)"
-
-    return RoundProgress(start_round=start, iterations=_BarAdapter(bar), end_round=end)
-
-
-def show_table(summary: dict) -> None:
-    """A summary's table as HTML (for notebooks)."""
-    display(HTML(_markdown_to_html(markdown_table(summary))))
-
-
-__all__ = ["LotteryPanel", "progress_bar", "show_table"]
+__all__ = ["LotteryPanel"]

@@ -1,45 +1,38 @@
 """The `lth` command end to end: runs split by trial, summaries with provenance, bad input as one line.
 
-Runs use the LeNet quick preset shrunk to a tiny real experiment (1,200 MNIST images, 30 iterations per
-round) by wrapping the `experiment` that `reports.run_grid` builds; everything else is the real path.
+Runs are the real LeNet quick preset on the real MNIST splits, shrunk from the command line
+(`--iterations 30 --eval-every 10`, as a researcher would); `train` is only spied on, to count the
+rounds that are actually trained.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 
 import pytest
 import torch
 
 import lth_tutorial.lottery as lottery
-import lth_tutorial.reports as reports
 from lth_tutorial.cli import main
 from lth_tutorial.training import train as real_train
+
+TINY = ["--iterations", "30", "--eval-every", "10"]
 
 
 @pytest.fixture
 def tiny_runs(monkeypatch, data_root):
-    """Shrink every experiment the CLI builds; count the rounds that are actually trained."""
-    real_experiment = reports.experiment
-
-    def tiny(*args, **kwargs):
-        exp = real_experiment(*args, **kwargs)
-        return replace(exp, train=replace(exp.train, iterations=30, eval_every=10),
-                       data=replace(exp.data, train_examples=1_200, validation_size=200, test_examples=500))
-
+    """Count the rounds that are actually trained (each call of `train` is one)."""
     trained = []
 
     def counting_train(model, mask, splits, config, seed, **kwargs):
         trained.append(seed)
         return real_train(model, mask, splits, config, seed, **kwargs)
 
-    monkeypatch.setattr(reports, "experiment", tiny)
     monkeypatch.setattr(lottery, "train", counting_train)
     return trained
 
 
 def _run(*extra: str, store, out=None) -> int:
-    argv = ["run", "lenet-mnist", "--profile", "quick", "--rounds", "1", "--store", str(store), *extra]
+    argv = ["run", "lenet-mnist", "--profile", "quick", "--rounds", "1", "--store", str(store), *TINY, *extra]
     return main(argv + (["--json", str(out)] if out else []))
 
 
@@ -126,12 +119,42 @@ def test_report_refuses_a_summary_of_another_preset(tiny_runs, tmp_path, capsys)
 def test_report_draws_a_curves_file_of_one_later_trial(tiny_runs, tmp_path, capsys):
     store, curves = tmp_path / "store", tmp_path / "c.json"
     assert main(["run", "lenet-mnist", "--profile", "quick", "--rounds", "2", "--trials", "2", "--trial", "1",
-                 "--control", "reinit", "--store", str(store), "--curves", str(curves)]) == 0
+                 "--control", "reinit", "--store", str(store), "--curves", str(curves), *TINY]) == 0
     assert {run["trial"] for run in json.loads(curves.read_text())["runs"]} == {1}
     capsys.readouterr()
     assert main(["report", "lenet-mnist", "--from-json", str(curves), "--out", str(tmp_path / "rep")]) == 0
     assert (tmp_path / "rep" / "lenet-mnist-quick-curves.png").stat().st_size > 1000
     assert capsys.readouterr().err == ""
+
+
+def test_training_overrides_are_recorded_and_get_their_own_runs(tiny_runs, tmp_path, capsys):
+    store = tmp_path / "store"
+    assert _run("--trials", "1", "--rounds", "0", store=store, out=tmp_path / "a.json") == 0
+    assert "30 iterations at lr 0.0012, batch 60, evaluated every 10" in capsys.readouterr().out
+    assert _run("--trials", "1", "--rounds", "0", "--lr", "0.002", "--batch-size", "100", store=store,
+                out=tmp_path / "b.json") == 0
+    assert "30 iterations at lr 0.002, batch 100, evaluated every 10" in capsys.readouterr().out
+    assert len(tiny_runs) == 2                       # a new lr and batch size are a new run, not a stored one
+    a, b = (json.loads((tmp_path / f"{n}.json").read_text()) for n in "ab")
+    assert (a["config"]["train"]["lr"], a["config"]["train"]["batch_size"]) == (0.0012, 60)
+    assert (b["config"]["train"]["lr"], b["config"]["train"]["batch_size"]) == (0.002, 100)
+    assert b["config"]["train"]["iterations"] == 30 and b["config"]["train"]["eval_every"] == 10
+    assert a["runs"][0]["rounds"][0]["early_stop_iteration"] in (10, 20, 30)
+    assert _run("--trials", "1", "--rounds", "0", store=store) == 0
+    assert len(tiny_runs) == 2                       # the first settings again: read back, not trained
+
+
+@pytest.mark.parametrize("extra, message", [
+    (("--iterations", "0"), "--iterations must be a positive int; got 0"),
+    (("--lr", "-0.1"), "--lr must be a positive float; got -0.1"),
+    (("--eval-every", "50"), "--eval-every 50 is more than the 30 iterations per round"),
+    (("--batch-size", "60000"), "--batch-size 60000 is more than the 55,000 training examples"),
+])
+def test_bad_training_overrides_are_one_line(tiny_runs, tmp_path, capsys, extra, message):
+    assert _run(*extra, store=tmp_path / "store") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lth: error: ") and message in err and err.count("\n") == 1
+    assert tiny_runs == []
 
 
 def test_unknown_preset_names_the_fix(capsys):
@@ -142,7 +165,7 @@ def test_unknown_preset_names_the_fix(capsys):
 def test_curves_file_keeps_thinned_curves_and_summary_stays_small(tiny_runs, tmp_path):
     assert _run("--trials", "1", store=tmp_path / "store", out=tmp_path / "s.json") == 0
     assert main(["run", "lenet-mnist", "--profile", "quick", "--rounds", "1", "--trials", "1", "--store",
-                 str(tmp_path / "store"), "--curves", str(tmp_path / "c.json")]) == 0
+                 str(tmp_path / "store"), "--curves", str(tmp_path / "c.json"), *TINY]) == 0
     assert len(tiny_runs) == 2            # the second call read both rounds from the store
     summary = json.loads((tmp_path / "s.json").read_text())
     curves = json.loads((tmp_path / "c.json").read_text())
@@ -155,22 +178,21 @@ def test_curves_file_keeps_thinned_curves_and_summary_stays_small(tiny_runs, tmp
 
 
 def test_curve_thinning_keeps_every_kth_and_the_last():
-    from lth_tutorial.reports import _curve
+    from lth_tutorial.runner import thinned
 
     n = 500
     curves = {"iteration": [100 * (i + 1) for i in range(n)], "val_loss": [float(i) for i in range(n)],
               "test_accuracy": [i / n for i in range(n)]}
-    kept = _curve({"curves": curves}, 50)["curve"]["iteration"]
+    kept = thinned(curves, 50)["iteration"]
     assert kept == [1000 * (i + 1) for i in range(50)]
-    kept = _curve({"curves": {k: v[:499] for k, v in curves.items()}}, 50)["curve"]["iteration"]
+    kept = thinned({k: v[:499] for k, v in curves.items()}, 50)["iteration"]
     assert kept[-1] == 49_900 and kept[-2] == 49_000 and len(kept) == 50
-    assert _curve({"curves": curves}, 0) == {}
 
 
 def test_report_draws_a_curves_file_without_training(tiny_runs, tmp_path, capsys):
     store = tmp_path / "store"
     assert main(["run", "lenet-mnist", "--profile", "quick", "--rounds", "2", "--trials", "1", "--control", "reinit",
-                 "--store", str(store), "--curves", str(tmp_path / "c.json")]) == 0
+                 "--store", str(store), "--curves", str(tmp_path / "c.json"), *TINY]) == 0
     trained = len(tiny_runs)
     assert main(["report", "lenet-mnist", "--from-json", str(tmp_path / "c.json"), "--out", str(tmp_path / "rep")]) == 0
     assert len(tiny_runs) == trained

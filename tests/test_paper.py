@@ -6,9 +6,22 @@ import torch
 
 from lth_tutorial.masks import ladder_pm
 from lth_tutorial.models import create_model, weight_kinds
-from lth_tutorial.paper import (REFERENCES, Reference, lenet_ladder, references_for, resnet18_ladder,
-                                vgg19_ladder)
-from lth_tutorial.presets import get_preset
+from lth_tutorial.paper import REFERENCES, Reference, references_for
+from lth_tutorial.presets import get_preset, ladder
+
+
+# the paper's ladders in closed form (paper-facts: LeNet fc 20% / output 10%; ResNet-18 and VGG-19 prune
+# their convs globally at 20% and keep 3,200 and 5,120 shortcut/output weights whole)
+def lenet_ladder(k):
+    return (265_200 * 0.8 ** k + 1_000 * 0.9 ** k) / 266_200
+
+
+def resnet18_ladder(k):
+    return (267_696 * 0.8 ** k + 3_200) / 270_896
+
+
+def vgg19_ladder(k):
+    return (20_018_880 * 0.8 ** k + 5_120) / 20_024_000
 
 
 def test_the_conv_nets_dense_accuracies_are_validation_accuracies():
@@ -42,10 +55,16 @@ def test_deep_ladders_are_over_all_weights_as_the_papers_pm():
     assert [round(resnet18_ladder(k) * 100, 1) for k in (4, 6, 7, 10)] == [41.7, 27.1, 21.9, 11.8]
     assert [round(vgg19_ladder(k) * 100, 1) for k in (12, 15, 19)] == [6.9, 3.5, 1.5]
     assert round(lenet_ladder(15) * 100, 1) == 3.6
+    # the one ladder the package uses everywhere is these, for every preset's model
+    for k in (0, 1, 4, 15, 19):
+        assert ladder("lenet-mnist", k) == pytest.approx(lenet_ladder(k), rel=1e-12)
+        assert ladder("resnet18-cifar10", k) == pytest.approx(resnet18_ladder(k), rel=1e-12)
+        assert ladder("vgg19-cifar10", k) == pytest.approx(vgg19_ladder(k), rel=1e-12)
+        assert ladder("lenet-mnist", k, "quick") == pytest.approx(lenet_ladder(2 * k), rel=1e-12)
 
 
 def test_resnet_references_sit_on_our_rounds_not_on_the_conv_only_ladder():
     densities = [r.density for r in REFERENCES["resnet18"]]
-    assert densities == [1.0, resnet18_ladder(6), resnet18_ladder(4), resnet18_ladder(7)]
+    assert densities == pytest.approx([1.0, resnet18_ladder(6), resnet18_ladder(4), resnet18_ladder(7)], rel=1e-12)
     assert [round(d * 100, 1) for d in densities] == [100.0, 27.1, 41.7, 21.9]   # as the notes say
     assert all(abs(d - 0.8 ** k) > 0.005 for d, k in zip(densities[1:], (6, 4, 7)))

@@ -14,7 +14,7 @@ import pytest
 
 from lth_tutorial.lottery import run_experiment
 from lth_tutorial.models import count_weights, create_model, weight_kinds
-from lth_tutorial.paper import resnet18_ladder
+from lth_tutorial.presets import ladder
 from lth_tutorial.presets import PRESETS, experiment
 from lth_tutorial.store import RunStore
 
@@ -66,4 +66,4 @@ def test_paper_profile_runs_and_prunes_by_the_papers_rule(name, tmp_path, cifar_
     # the reported density is the paper's Pm: kept weights over *all* weights, never-pruned kinds included
     assert metrics[1]["density"] == kept / sum(sizes.values())
     if exp.model == "resnet18":   # the paper's ladder, e.g. rounds 4/6/7/10 at Pm 41.7/27.1/21.9/11.8%
-        assert abs(metrics[1]["density"] - resnet18_ladder(1)) < 1 / sum(sizes.values())
+        assert abs(metrics[1]["density"] - ladder("resnet18-cifar10", 1)) < 1 / sum(sizes.values())

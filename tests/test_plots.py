@@ -8,7 +8,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
-from lth_tutorial.plots import plot_metric, report_figures, summary_curves_figure  # noqa: E402
+from lth_tutorial.plots import PALETTE, plot_metric, report_figures, summary_curves_figure  # noqa: E402
 
 
 def _round(k: int, density: float, curves: bool = True) -> dict:
@@ -58,7 +58,10 @@ def test_report_figures_draw_the_trials_present(tmp_path):
     assert [p.name for p in paths] == ["lenet-mnist-quick-density.png", "lenet-mnist-quick-accuracy.png",
                                        "lenet-mnist-quick-early_stop.png", "lenet-mnist-quick-curves.png"]
     fig = summary_curves_figure(summary, [0, 2], [2])
-    assert [line.get_label() for line in fig.axes[0].get_lines()] == ["Pm 100.0%", "Pm 41.0%", "reinit, Pm 41.0%"]
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["Pm", "100.0%", "41.0%", "run", "ticket", "reinit"]
+    drawn = [line for line in ax.get_lines() if list(line.get_xdata()) == [10, 20]]
+    assert len(drawn) == 3                    # tickets at rounds 0 and 2, the reinit control at round 2
     plt.close(fig)
     with pytest.raises(ValueError, match=r"holds trials \[1\], not trial 0"):
         summary_curves_figure(summary, [0, 2], trial=0)
@@ -68,5 +71,28 @@ def test_curves_of_the_lowest_trial_by_default():
     summary = _summary("lenet-mnist", (3, 2))
     summary["runs"][2]["rounds"][2]["density"] = 0.5   # trial 2's round 2 tells the trials apart
     fig = summary_curves_figure(summary, [2])
-    assert [line.get_label() for line in fig.axes[0].get_lines()] == ["Pm 50.0%"]
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["Pm", "50.0%", "run", "ticket"]
     plt.close(fig)
+
+
+def test_lines_are_the_mean_and_bands_the_min_max_over_trials_in_one_colour_per_series():
+    summary = _summary("lenet-mnist", (0, 1))
+    for run in summary["runs"]:
+        if run["trial"] == 1:                  # trial 1 is 4 pp better at every round
+            for r in run["rounds"]:
+                r["early_stop_test_accuracy"] += 0.04
+    fig, ax = plt.subplots()
+    plot_metric(ax, {"": summary}, "accuracy")
+    ticket = next(line for line in ax.get_lines() if list(line.get_xdata()) == pytest.approx([40.96, 64.0, 100.0]))
+    assert list(ticket.get_ydata()) == pytest.approx([74.0, 73.0, 72.0])          # the mean of 70+k and 74+k
+    band = ax.collections[0].get_paths()[0].vertices
+    assert (band[:, 1].min(), band[:, 1].max()) == pytest.approx((70.0, 76.0))    # min of round 0, max of round 2
+    assert ax.get_legend().get_title().get_text() == "line: mean, band: min-max over 2 trials"
+    assert ticket.get_color() == PALETTE["winning ticket"]
+    # the same series keeps its colour in a figure of another summary, where it comes second
+    fig2, ax2 = plt.subplots()
+    reinit_only = {**summary, "runs": [r for r in summary["runs"] if r["control"] == "reinit"]}
+    plot_metric(ax2, {"": reinit_only}, "accuracy")
+    assert ax2.get_lines()[0].get_color() == PALETTE["random reinit"] != PALETTE["winning ticket"]
+    plt.close(fig)
+    plt.close(fig2)

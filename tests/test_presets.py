@@ -11,8 +11,7 @@ from lth_tutorial.data import FULL_SIZES, DataConfig
 from lth_tutorial.lottery import Experiment
 from lth_tutorial.masks import PruningRule, ladder_density, ladder_pm
 from lth_tutorial.models import create_model, weight_kinds
-from lth_tutorial.paper import resnet18_ladder, vgg19_ladder
-from lth_tutorial.presets import (PRESETS, PROFILES, UnknownPresetError, current_profile, double_step,
+from lth_tutorial.presets import (PRESETS, PROFILES, UnknownPresetError, current_profile, double_step, ladder,
                                   experiment, get_preset, paper_rates, stepped)
 from lth_tutorial.store import key_hash
 from lth_tutorial.training import TrainConfig
@@ -171,15 +170,15 @@ def test_global_presets_ladder_counts_every_weight():
     assert [round(ladder_pm(rule, kinds, sizes, k) * 100, 1) for k in (4, 6, 7, 10)] == [41.7, 27.1, 21.9, 11.8]
     assert [round(ladder_density(rule, kinds, sizes, k) * 100, 1) for k in (4, 6, 7, 10)] == [41.0, 26.2, 21.0, 10.7]
     quick = get_preset("resnet18-cifar10").quick.pruning
-    assert ladder_pm(quick, kinds, sizes, 1) == pytest.approx(resnet18_ladder(2), rel=1e-9)
-    assert resnet18_ladder(2) == pytest.approx((267_696 * 0.64 + 3_200) / 270_896, rel=1e-12)  # 64.43%, not 64%
+    assert ladder_pm(quick, kinds, sizes, 1) == pytest.approx(ladder("resnet18-cifar10", 2), rel=1e-9)
+    assert ladder("resnet18-cifar10", 2) == pytest.approx((267_696 * 0.64 + 3_200) / 270_896, rel=1e-12)  # 64.43%, not 64%
     # VGG-19: 20,018,880 conv weights pruned, the 5,120 output weights never
     kinds, sizes = shapes("vgg19")
     rule = get_preset("vgg19-cifar10").paper.pruning
     assert sum(sizes.values()) == 20_024_000
     for k in (1, 12, 15, 19):
-        assert ladder_pm(rule, kinds, sizes, k) == pytest.approx(vgg19_ladder(k), rel=1e-12)
-    assert [round(vgg19_ladder(k) * 100, 1) for k in (12, 15, 19)] == [6.9, 3.5, 1.5]
+        assert ladder_pm(rule, kinds, sizes, k) == pytest.approx(ladder("vgg19-cifar10", k), rel=1e-12)
+    assert [round(ladder("vgg19-cifar10", k) * 100, 1) for k in (12, 15, 19)] == [6.9, 3.5, 1.5]
 
 
 def test_double_step_values():

@@ -1,0 +1,114 @@
+"""One setup call for the numbered notebooks, and the few helpers every lesson uses.
+
+Owns `setup(preset)` -> `Lesson`: the profile switch (`LTH_PROFILE`), the run store, the device, the
+data splits (loaded once per data config), the preset's profile beside the paper's, and the committed
+paper-scale results (`results/<preset>-paper.json`) when this checkout has them; `Lesson.grid`,
+which runs a grid through `runner.run_grid` with all of that and a progress bar; `progress_bar`
+(a `tqdm.auto` bar per trained round); `show_table` (every table a notebook shows, as HTML rendered by
+pandas); and the figure defaults that keep saved notebooks small.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import torch
+from IPython.display import HTML, display
+from tqdm.auto import tqdm
+
+from .data import DataConfig, Splits, load_splits
+from .lottery import Experiment, RoundProgress, resolve_device
+from .presets import Preset, Profile, current_profile, experiment, get_preset
+from .reports import load_summary, to_html
+from .runner import run_grid
+from .store import RunStore
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+
+
+def committed(name: str) -> Path | None:
+    """A file under the repository's results/ (or ./results, ../results from a notebook folder)."""
+    for folder in (RESULTS, Path("..") / "results", Path("results")):
+        if (folder / name).exists():
+            return folder / name
+    return None
+
+
+def progress_bar(label: str = "") -> RoundProgress:
+    """A `tqdm.auto` bar per round a cell trains (a widget in Jupyter, text elsewhere); rounds read
+    from the store show none."""
+    progress = RoundProgress()
+
+    def start(exp: Experiment, index: int, iterations: int) -> None:
+        who = "ticket" if exp.control == "none" else exp.control
+        progress.iterations = tqdm(total=iterations, desc=f"{label or exp.preset}: trial {exp.trial}, {who}, "
+                                                          f"round {index}", unit="it")
+
+    def end(exp: Experiment, metrics: dict) -> None:
+        progress.iterations.close()
+
+    progress.start_round, progress.end_round = start, end
+    return progress
+
+
+def show_table(data: dict | pd.DataFrame) -> None:
+    """A summary's table (`reports.table`) or any DataFrame, as HTML rendered by pandas."""
+    display(HTML(to_html(shown=data) if isinstance(data, pd.DataFrame) else to_html(data)))
+
+
+@dataclass
+class Lesson:
+    preset: str
+    profile: str
+    prof: Profile                 # this profile's data, training, pruning rule, rounds and trials
+    paper: Profile                # the paper's, to print beside it
+    store: RunStore
+    device: torch.device
+    paper_scale: dict | None      # committed paper-profile runs, when the profile is not already paper
+    paper_scale_path: Path | None
+    _splits: dict[DataConfig, Splits] = field(default_factory=dict, repr=False)
+
+    @property
+    def spec(self) -> Preset:
+        return get_preset(self.preset)
+
+    def experiment(self, preset: str | None = None, **selections) -> Experiment:
+        return experiment(preset or self.preset, self.profile, **selections)
+
+    def splits(self, preset: str | None = None) -> Splits:
+        """The data `preset` (default: the lesson's) trains on, loaded once per data config."""
+        config = self.experiment(preset).data
+        if config not in self._splits:
+            self._splits[config] = load_splits(config, self.device)
+        return self._splits[config]
+
+    def grid(self, preset: str | None = None, *, rounds: int | None = None, trials: int | None = None,
+             **selections) -> dict:
+        """`runner.run_grid` for `preset` (default: the lesson's) with this lesson's store, device and
+        splits, the profile's rounds and trials unless given, and a progress bar for what it trains."""
+        preset = preset or self.preset
+        prof = get_preset(preset).profile(self.profile)
+        return run_grid(preset, self.profile, rounds=prof.rounds if rounds is None else rounds,
+                        trials=prof.trials if trials is None else trials, store=self.store, device=self.device,
+                        splits=self.splits(preset), progress=progress_bar(), **selections)
+
+
+def setup(preset: str, *, profile: str | None = None, device: str = "auto", load_data: bool = True) -> Lesson:
+    """Everything a lesson on `preset` needs. The profile is the one switch, `LTH_PROFILE` (quick or
+    paper); the store is `LTH_RUNS_DIR` (finished rounds are never trained twice); the device is a CUDA
+    GPU when there is one."""
+    profile = profile or current_profile()
+    chosen = get_preset(preset)
+    path = committed(f"{preset}-paper.json") if profile != "paper" else None
+    lesson = Lesson(preset=chosen.name, profile=profile, prof=chosen.profile(profile), paper=chosen.paper,
+                    store=RunStore(), device=resolve_device(device),
+                    paper_scale=load_summary(path) if path else None, paper_scale_path=path)
+    plt.rcParams.update({"figure.dpi": 80, "savefig.dpi": 80})   # inline PNGs: a third of the default bytes
+    if load_data:
+        lesson.splits()
+    return lesson
+
+
+__all__ = ["setup", "Lesson", "committed", "progress_bar", "show_table"]

@@ -1,0 +1,99 @@
+"""Running a grid: every trial's ticket run and its controls for one preset, gathered into a summary.
+
+Owns `run_grid` (the one place that asks for training; everything else only reads its summary) and
+what a summary keeps of each round: the metrics in ROUND_KEYS, fixed-iteration accuracies, and
+optionally its training curves thinned to a few points. The summary format is
+`{"preset", "profile", "config", "trials", "controls", "rounds", "runs": [{"trial", "strategy",
+"control", "rounds": [...]}]}`; `reports` turns it into tables and files.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+import torch
+
+from .data import Splits, load_splits
+from .lottery import Experiment, RoundProgress, run_experiment
+from .presets import experiment
+from .store import RunStore
+
+ROUND_KEYS = ("round", "density", "kind_density", "early_stop_iteration", "early_stop_val_loss",
+              "early_stop_test_accuracy", "final_test_accuracy")
+CURVE_KEYS = ("iteration", "val_loss", "test_accuracy")
+
+
+class SplitsMismatch(ValueError):
+    pass
+
+
+def check_splits(splits: Splits, exp: Experiment) -> None:
+    """Splits loaded for another data config would train every round on the wrong examples, silently."""
+    if splits.config != exp.data:
+        raise SplitsMismatch(f"the splits passed in were loaded for {splits.config}, but {exp.preset} "
+                             f"({exp.profile} profile) trains on {exp.data}; load them with "
+                             f"`load_splits(experiment({exp.preset!r}, {exp.profile!r}).data)`, or pass none.")
+
+
+def run_grid(preset: str, profile: str, *, rounds: int, trials: int, strategy: str = "reset",
+             controls: tuple[str, ...] = (), oneshot: tuple[float, ...] = (),
+             rates: dict[str, float] | None = None, scope: str | None = None,
+             train: dict[str, Any] | None = None, store: RunStore | None = None,
+             device: str | torch.device = "cpu", progress: RoundProgress | None = None,
+             splits: Splits | None = None, only_trials: tuple[int, ...] = (), curve_points: int = 0) -> dict[str, Any]:
+    """Run (or read from the store) each trial's ticket run and its controls; return the summary.
+
+    `rates` are the paper's per-round rates, stepped by the profile, and `train` overrides the
+    profile's training (iterations, lr, eval_every, batch_size), both as `presets.experiment` takes
+    them. `only_trials` picks some of the `trials` (one per process or machine); a later call without
+    it reads them all back from the store. `curve_points` > 0 keeps each round's training curves,
+    thinned to about that many evaluations, under "curve".
+    """
+    if any(not 0 <= t < trials for t in only_trials):
+        raise ValueError(f"trial indices must be in 0..{trials - 1} (trials={trials}); got {list(only_trials)}.")
+
+    def build(**kwargs) -> Experiment:
+        return experiment(preset, profile, strategy=strategy, oneshot=oneshot, rates=rates, scope=scope,
+                          train=train, **kwargs)
+
+    config = build()
+    if splits is not None:
+        check_splits(splits, config)
+    store = store or RunStore()
+    runs = []
+    for trial in only_trials or range(trials):
+        for control in ("none", *controls):
+            exp = build(control=control, trial=trial)
+            if splits is None:
+                splits = load_splits(exp.data, device)
+            metrics = run_experiment(exp, rounds, store, device, progress, splits)
+            runs.append({"trial": trial, "strategy": "oneshot" if oneshot else strategy, "control": control,
+                         "rounds": [_kept(m, curve_points) for m in metrics]})
+    described = {k: v for k, v in asdict(config).items() if k not in ("trial", "control")}
+    return {"preset": preset, "profile": profile, "config": described, "trials": sorted({r["trial"] for r in runs}),
+            "controls": list(controls), "rounds": rounds, "runs": runs}
+
+
+def _kept(metrics: dict, curve_points: int) -> dict:
+    """The round's metrics, its fixed-iteration accuracies (VGG/ResNet report these), and its curve."""
+    kept = {k: metrics[k] for k in ROUND_KEYS if k in metrics}
+    kept |= {k: v for k, v in metrics.items() if k.startswith("test_accuracy_at_")}
+    if curve_points > 0:
+        kept["curve"] = thinned(metrics["curves"], curve_points)
+    return kept
+
+
+def thinned(curves: dict[str, list[float]], points: int) -> dict[str, list[float]]:
+    """Every k-th evaluation (and the last), so that a paper-scale curve stays a few hundred bytes."""
+    n = len(curves["iteration"])
+    stride = -(-n // points)  # ceil(n / points)
+    keep = sorted(set(range(stride - 1, n, stride)) | {n - 1})
+    return {k: [round(curves[k][i], 5) for i in keep] for k in CURVE_KEYS}
+
+
+def without_curves(summary: dict) -> dict:
+    return {**summary, "runs": [{**run, "rounds": [{k: v for k, v in r.items() if k != "curve"} for r in run["rounds"]]}
+                                for run in summary["runs"]]}
+
+
+__all__ = ["run_grid", "check_splits", "SplitsMismatch", "without_curves", "thinned", "ROUND_KEYS"]
