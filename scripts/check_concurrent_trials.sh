@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Three `lth run --trial N` processes started at once on a fresh data root and a fresh store, two of
 # them for the same trial: all must exit 0, every round must be trained exactly once (each process
-# prints a table row per round it trains; the rows of all three are counted), and the summary must
+# prints a line "trial T RUN round K: ..." per round it trains; the rows of all three are counted), and the summary must
 # equal a serial run's. Usage: scripts/check_concurrent_trials.sh [path/to/lth]   (about 3 minutes)
 set -euo pipefail
 LTH=${1:-$(cd "$(dirname "$0")/.." && pwd)/.venv/bin/lth}
@@ -18,7 +18,7 @@ codes="$(wait $a; echo $?) $(wait $b; echo $?) $(wait $c; echo $?)"
 echo "exit codes: $codes"
 "$LTH" run $args --store "$work/store" --json "$work/parallel.json" > "$work/logs/final.log" 2>&1
 "$LTH" run $args --store "$work/serial" --json "$work/serial.json" > "$work/logs/serial.log" 2>&1
-rows() { grep -h '^| *[0-9]' "$@" | awk -F'|' '{print "trial" $2 $3 "round" $4}' | tr -s ' '; }
+rows() { grep -hoE '^trial [0-9]+ [a-z]+ round [0-9]+' "$@" || true; }
 echo "rounds trained by the three processes (count, trial, run, round):"
 rows "$work"/logs/[abc].log | sort | uniq -c
 echo "rows: $(rows "$work"/logs/[abc].log | wc -l) trained, $(rows "$work"/logs/[abc].log | sort | uniq -d | wc -l) twice; the final call trained $(rows "$work/logs/final.log" | wc -l)"
