@@ -75,7 +75,9 @@ def plot_metric(ax, summaries: dict[str, dict], metric: str = "accuracy", preset
             ax.plot(rows["density"] * 100, rows[key] * scale, "s--", ms=3, alpha=0.7, color=palette([str(name)])[str(name)],
                     label=f"ours, paper profile: {name} ({int(rows['trials'].max())} trials)")
     if preset:
-        ticket = df[(df["series"] == "winning ticket") & (df["round"] == 0) & (df["density"] == 1.0)]
+        # relative points sit on the first summary's dense network (the one the others are compared to)
+        ticket = df[(df["source"] == sources[0]) & (df["series"] == "winning ticket") & (df["round"] == 0)
+                    & (df["density"] == 1.0)]
         _draw_references(ax, preset, metric, ticket[key].mean() if len(ticket) else None, scale)
     density_axis(ax)
     ax.set_ylabel(ylabel)
@@ -116,7 +118,7 @@ def density_figure(summaries: dict[str, dict], preset: str | None = None, paper_
     plot_metric(axes[0], summaries, "early_stop", preset, paper_scale)
     plot_metric(axes[1], summaries, "accuracy", preset, paper_scale)
     axes[0].get_legend().remove()   # one legend for both panels
-    axes[1].legend(*axes[1].get_legend_handles_labels(), fontsize=7, loc="lower left",
+    axes[1].legend(*axes[1].get_legend_handles_labels(), fontsize=7, loc="best",
                    title=axes[1].get_legend().get_title().get_text(), title_fontsize=7)
     if title:
         fig.suptitle(title)

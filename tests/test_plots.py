@@ -96,3 +96,15 @@ def test_lines_are_the_mean_and_bands_the_min_max_over_trials_in_one_colour_per_
     assert ax2.get_lines()[0].get_color() == PALETTE["random reinit"] != PALETTE["winning ticket"]
     plt.close(fig)
     plt.close(fig2)
+
+
+def test_relative_paper_points_sit_on_the_first_summarys_dense_network():
+    first, second = _summary("lenet-mnist", (0,)), _summary("lenet-mnist", (0,))
+    for run in second["runs"]:
+        for r in run["rounds"]:
+            r["early_stop_test_accuracy"] += 0.10          # dense 80% instead of 70%
+    fig, ax = plt.subplots()
+    plot_metric(ax, {"a: ": first, "b: ": second}, "accuracy", "lenet-mnist")
+    star = next(line for line in ax.get_lines() if line.get_marker() == "*" and list(line.get_xdata()) == [13.5])
+    assert list(star.get_ydata()) == pytest.approx([70.0 + 0.3])   # the paper's +0.3 pp over the first's 70%
+    plt.close(fig)
