@@ -4,7 +4,7 @@ Owns `setup(preset)` -> `Lesson`: the profile switch (`LTH_PROFILE`), the run st
 data splits (loaded once per data config), the preset's profile beside the paper's, and the committed
 paper-scale results (`results/<preset>-paper.json`) when this checkout has them; `Lesson.grid`,
 which runs a grid through `runner.run_grid` with all of that and a progress bar; `progress_bar`
-(a `tqdm.auto` bar per trained round); `show_table` (every table a notebook shows, as HTML rendered by
+(one `tqdm.auto` bar that the rounds a cell trains share); `show_table` (every table a notebook shows, as HTML rendered by
 pandas); and the figure defaults that keep saved notebooks small.
 """
 from __future__ import annotations
@@ -37,20 +37,27 @@ def committed(name: str) -> Path | None:
 
 
 def progress_bar(label: str = "") -> RoundProgress:
-    """A `tqdm.auto` bar per round a cell trains (a widget in Jupyter, text elsewhere); rounds read
-    from the store show none."""
+    """One `tqdm.auto` bar (a widget in Jupyter, text elsewhere) that every round the cell trains reuses:
+    a bar per round would leave dozens of dead widgets in the saved notebook. Rounds read from the
+    store show none; `close(progress)` ends it."""
     progress = RoundProgress()
 
     def start(exp: Experiment, index: int, iterations: int) -> None:
         who = "ticket" if exp.control == "none" else exp.control
-        progress.iterations = tqdm(total=iterations, desc=f"{label or exp.preset}: trial {exp.trial}, {who}, "
-                                                          f"round {index}", unit="it")
+        desc = f"{label or exp.preset}: trial {exp.trial}, {who}, round {index}"
+        if progress.iterations is None:
+            progress.iterations = tqdm(total=iterations, desc=desc, unit="it")
+        else:
+            progress.iterations.reset(total=iterations)
+            progress.iterations.set_description(desc, refresh=True)
 
-    def end(exp: Experiment, metrics: dict) -> None:
-        progress.iterations.close()
-
-    progress.start_round, progress.end_round = start, end
+    progress.start_round = start
     return progress
+
+
+def close(progress: RoundProgress) -> None:
+    if progress.iterations is not None:
+        progress.iterations.close()
 
 
 def show_table(data: dict | pd.DataFrame) -> None:
@@ -90,9 +97,13 @@ class Lesson:
         splits, the profile's rounds and trials unless given, and a progress bar for what it trains."""
         preset = preset or self.preset
         prof = get_preset(preset).profile(self.profile)
-        return run_grid(preset, self.profile, rounds=prof.rounds if rounds is None else rounds,
-                        trials=prof.trials if trials is None else trials, store=self.store, device=self.device,
-                        splits=self.splits(preset), progress=progress_bar(), **selections)
+        bar = progress_bar()
+        try:
+            return run_grid(preset, self.profile, rounds=prof.rounds if rounds is None else rounds,
+                            trials=prof.trials if trials is None else trials, store=self.store, device=self.device,
+                            splits=self.splits(preset), progress=bar, **selections)
+        finally:
+            close(bar)
 
 
 def setup(preset: str, *, profile: str | None = None, device: str = "auto", load_data: bool = True) -> Lesson:
@@ -111,4 +122,4 @@ def setup(preset: str, *, profile: str | None = None, device: str = "auto", load
     return lesson
 
 
-__all__ = ["setup", "Lesson", "committed", "progress_bar", "show_table"]
+__all__ = ["setup", "Lesson", "committed", "progress_bar", "close", "show_table"]

@@ -60,35 +60,39 @@ class LotteryPanel:
                 "strategy": self.strategy.value, "control": self.control.value}
 
     def _progress(self) -> RoundProgress:
+        """One tqdm bar in the panel's Output, reused by every round a Run trains (closed in `run`)."""
         progress = RoundProgress()
 
         def start(experiment, index, iterations):
             who = "ticket" if experiment.control == "none" else experiment.control
             self.status.value = f"training trial {experiment.trial}, {who}, round {index} ({iterations} iterations)"
-            with self.progress:
-                self.progress.clear_output(wait=True)
-                progress.iterations = tqdm(total=iterations, desc=f"{who} r{index}", unit="it")
+            if progress.iterations is None:
+                with self.progress:
+                    progress.iterations = tqdm(total=iterations, desc=f"{who} r{index}", unit="it")
+            else:
+                progress.iterations.reset(total=iterations)
+                progress.iterations.set_description(f"{who} r{index}", refresh=True)
 
-        def end(experiment, metrics):
-            progress.iterations.close()
-
-        progress.start_round, progress.end_round = start, end
+        progress.start_round = start
         return progress
 
     def run(self) -> dict:
         """Bring the selected runs up to date (training only what is missing), then redraw."""
         s = self.settings()
         self.run_button.disabled = True
+        progress = self._progress()
         try:
             self.summary = run_grid(self.preset.name, self.profile, rounds=s["rounds"], trials=self.trials,
                                     strategy=s["strategy"], controls=() if s["control"] == "none" else (s["control"],),
                                     rates=s["rates"], store=self.store, device=self.device,
-                                    progress=self._progress(), splits=self.splits)
+                                    progress=progress, splits=self.splits)
             self.status.value = f"done: {len(self.summary['runs'])} run(s), rounds 0..{s['rounds']}"
         except Exception as e:  # shown in the panel: a widget callback's traceback would be lost
             self.status.value = f"error: {e}"
             raise
         finally:
+            if progress.iterations is not None:
+                progress.iterations.close()
             self.progress.clear_output()
             self.run_button.disabled = False
         self.redraw()
