@@ -4,7 +4,7 @@ Opens notebooks/01_lenet_mnist.ipynb, clears its saved outputs, runs all cells (
 and waits until every code cell has an execution count and the kernel is idle; then, in the notebook's
 LotteryPanel, it types a new fc pruning rate into the slider's readout, moves the rounds slider with the
 keyboard, sets the control to "none" and presses Run. It checks that the progress bar becomes visible while
-training, and that afterwards the figure (a PNG in the panel's Output) is a new image and the table
+training (a tqdm bar in the panel's Output, gone when done), and that afterwards the figure (a PNG in the panel's Output) is a new image and the table
 (`table.lth-table`) lists rounds 0..N with the densities the new rate implies. Artifacts in artifacts/:
 e2e-1-before.png, e2e-2-progress.png, e2e-3-after.png, e2e-browser-console.log, jupyterlab-server.log, and
 e2e-failure.png / e2e-failure.html when something goes wrong.
@@ -256,8 +256,8 @@ def _drive(page, lab, notebook_path: Path, artifacts: Path) -> None:
 
     cells_before = cell_state(page)["kinds"]
     before = panel_state(panel)
-    assert before["progressVisibility"] == "hidden", \
-        f"the progress bar should be hidden before Run, its visibility is {before['progressVisibility']!r}"
+    assert not progress.is_visible(), \
+        f"no progress bar should show before Run; its visibility is {before['progressVisibility']!r}"
     old_fc, old_rounds = float(slider_readout(fc)), int(slider_readout(rounds))
     out_rate = float(slider_readout(output_rate))
     new_fc = pick_new_rate(lab.runs_dir, old_fc)
@@ -339,7 +339,7 @@ def _drive(page, lab, notebook_path: Path, artifacts: Path) -> None:
 
     assert after["img"].startswith("data:image/png;base64,") and len(after["img"]) > 5000, \
         f"the figure is not a PNG image: {after['img'][:80]!r}"
-    assert after["header"][:3] == ["series", "round", "density %"], f"unexpected table header {after['header']}"
+    assert after["header"][:3] == ["series", "round", "Pm %"], f"unexpected table header {after['header']}"
     assert all(r[0] == "winning ticket" for r in after["rows"]), \
         f"control 'none' should leave only winning-ticket rows, the table has {[r[0] for r in after['rows']]}"
     densities = [float(r[2]) for r in ticket_rows]
