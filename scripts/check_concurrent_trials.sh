@@ -14,7 +14,11 @@ args="lenet-mnist --profile quick --control reinit --trials 2 --rounds 2"
 "$LTH" run $args --store "$work/store" --trial 0 > "$work/logs/a.log" 2>&1 & a=$!
 "$LTH" run $args --store "$work/store" --trial 0 > "$work/logs/b.log" 2>&1 & b=$!
 "$LTH" run $args --store "$work/store" --trial 1 > "$work/logs/c.log" 2>&1 & c=$!
-codes="$(wait $a; echo $?) $(wait $b; echo $?) $(wait $c; echo $?)"
+# waited for here, in this shell: a `$(wait ...)` subshell cannot wait for its parent's children
+wait $a && ca=0 || ca=$?
+wait $b && cb=0 || cb=$?
+wait $c && cc=0 || cc=$?
+codes="$ca $cb $cc"
 echo "exit codes: $codes"
 "$LTH" run $args --store "$work/store" --json "$work/parallel.json" > "$work/logs/final.log" 2>&1
 "$LTH" run $args --store "$work/serial" --json "$work/serial.json" > "$work/logs/serial.log" 2>&1
