@@ -22,7 +22,8 @@ codes="$ca $cb $cc"
 echo "exit codes: $codes"
 "$LTH" run $args --store "$work/store" --json "$work/parallel.json" > "$work/logs/final.log" 2>&1
 "$LTH" run $args --store "$work/serial" --json "$work/serial.json" > "$work/logs/serial.log" 2>&1
-rows() { grep -hoE '^trial [0-9]+ [a-z]+ round [0-9]+' "$@" || true; }
+# a trained round's line (tqdm's bar shares the log, so the line need not start one; the bar has no ": Pm")
+rows() { grep -ahoE 'trial [0-9]+ [a-z]+ round [0-9]+: Pm' "$@" | sed 's/: Pm$//' || true; }
 echo "rounds trained by the three processes (count, trial, run, round):"
 rows "$work"/logs/[abc].log | sort | uniq -c
 echo "rows: $(rows "$work"/logs/[abc].log | wc -l) trained, $(rows "$work"/logs/[abc].log | sort | uniq -d | wc -l) twice; the final call trained $(rows "$work/logs/final.log" | wc -l)"
