@@ -16,7 +16,7 @@ from .lottery import RoundProgress, check_strategy, resolve_device
 from .masks import PruningRule
 from .models import MODELS, UnknownModelError, count_weights, create_model, weight_kinds
 from .presets import PRESETS, PROFILES, TRAIN_OVERRIDES, current_profile, experiment, get_preset
-from .reports import load_summary, provenance, save_summary, to_csv, to_markdown
+from .reports import load_summary, provenance, round_line, save_summary, to_csv, to_markdown
 from .runner import run_grid, without_curves
 from .store import RunStore, StoreError
 
@@ -78,9 +78,7 @@ def _round_printer(bar_holder: dict):
         bar_holder["bar"].close()
         bar_holder["bar"] = None
         who = "ticket" if experiment.control == "none" else experiment.control
-        tqdm.write(f"trial {experiment.trial} {who} round {m['round']}: Pm {m['density']:.2%}, early stop at "
-                   f"{m['early_stop_iteration']} (val loss {m['early_stop_val_loss']:.4f}, test acc "
-                   f"{m['early_stop_test_accuracy']:.2%}), final test acc {m['final_test_accuracy']:.2%}")
+        tqdm.write(round_line(experiment.trial, who, m))
 
     progress = RoundProgress(start_round=start, end_round=end)
     return progress

@@ -24,7 +24,6 @@ per-kind densities are kept beside it.
 from __future__ import annotations
 
 import re
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -32,11 +31,12 @@ from typing import Any, Callable
 import torch
 
 from .data import DataConfig, Splits, load_splits
-from .masks import Mask, PruningRule, prune_magnitude, prune_oneshot, random_mask_like
-from .models import create_model, weight_kinds
+from .masks import Mask, PruningRule
+from .rounds import (Trained, Weights, control_mask, control_start, dense_mask, initial_weights,
+                     rewind_snapshot, ticket_mask, ticket_start, train_round)
 from .seeds import derive_seed
 from .store import RunStore, changed_fields, environment
-from .training import TrainConfig, set_deterministic, train
+from .training import TrainConfig, set_deterministic
 
 CONTROLS = ("none", "reinit", "random")
 _REWIND = re.compile(r"^rewind:(\d+)$")
@@ -160,10 +160,16 @@ class RunFolders:
         return sorted(set(dense + own))
 
 
+def made_with(device: str | torch.device = "cpu", deterministic: bool = True) -> dict[str, Any]:
+    """The environment a run made here, now, is keyed by (`store.environment`: device, threads, torch)."""
+    return environment(device, deterministic)
+
+
 def run_folders(experiment: Experiment, store: RunStore, device: str | torch.device = "cpu",
-                deterministic: bool = True) -> RunFolders:
-    """The experiment's folders in `store` for runs made on `device` with this process's threads."""
-    env = {"made_with": environment(device, deterministic)}
+                deterministic: bool = True, env: dict[str, Any] | None = None) -> RunFolders:
+    """The experiment's folders in `store` for runs made under `env` (default: on `device`, with this
+    process's threads; a sweep passes the environment its tasks report)."""
+    env = {"made_with": env if env is not None else made_with(device, deterministic)}
     dense = store.folder({**experiment.dense_key(), **env}, f"t{experiment.trial}-dense", group=experiment.group)
     ticket = store.folder({**experiment.ticket_key(), **env}, experiment.ticket_name, group=experiment.group)
     control = None
@@ -203,51 +209,20 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
-def kind_densities(mask: Mask, kinds: dict[str, str]) -> dict[str, float]:
-    return {kind: mask.density([n for n in mask if kinds[n] == kind]) for kind in sorted(set(kinds.values()))}
-
-
-def prunable_target(density: float, weights: dict[str, torch.Tensor], kinds: dict[str, str],
-                    rule: PruningRule) -> float:
-    """A one-shot target is a Pm (over all weights); the fraction of the *prunable* weights that gives it.
-
-    Equal for LeNet and the Conv nets (every kind is pruned); for VGG/ResNet the never-pruned shortcut
-    and output weights count towards the target, as in the paper's Pm.
-    """
-    prunable = set(rule.prunable(kinds))
-    sizes = {n: weights[n].numel() for n in kinds}
-    fixed = sum(v for n, v in sizes.items() if n not in prunable)
-    total = sum(sizes.values())
-    share = (density * total - fixed) / (total - fixed)
-    if share <= 0:
-        raise ValueError(f"one-shot density {density} is below the {fixed / total:.2%} of weights this rule "
-                         f"never prunes; choose a larger target.")
-    return share
-
-
-def _train_round(experiment: Experiment, store: RunStore, folder: Path, index: int, model: torch.nn.Module,
-                 mask: Mask, splits: Splits, kinds: dict[str, str], progress: RoundProgress | None,
-                 start_iteration: int = 0, snapshot_at: int | None = None) -> tuple[dict, dict | None]:
+def _train_round(experiment: Experiment, store: RunStore, folder: Path, index: int, start: Weights,
+                 mask: Mask, splits: Splits, progress: RoundProgress | None, start_iteration: int = 0,
+                 snapshot_at: int | None = None) -> Trained:
+    """`rounds.train_round` with its files: the mask first, metrics.json last (it marks the round finished)."""
     store.save_tensors(folder / "mask.pt", mask)
     if progress and progress.start_round:
         progress.start_round(experiment, index, experiment.train.iterations - start_iteration)
-    started = time.perf_counter()
-    metrics, snapshot = train(model, mask, splits, experiment.train, seed=experiment.data_seed,
-                              augment=experiment.data.augment, snapshot_at=snapshot_at,
-                              start_iteration=start_iteration,
-                              progress=progress.iterations if progress else None)
-    store.save_tensors(folder / "trained.pt", model.state_dict())
-    metrics = {"round": index, "density": mask.density(), "kind_density": kind_densities(mask, kinds),
-               "start_iteration": start_iteration, "seconds": round(time.perf_counter() - started, 2),
-               "device": str(splits.train.images.device), "layer_density": mask.layer_densities(), **metrics}
-    store.save_json(folder / "metrics.json", metrics)  # last: marks the round finished
+    result = train_round(experiment, index, start, mask, splits, start_iteration=start_iteration,
+                         snapshot_at=snapshot_at, progress=progress.iterations if progress else None)
+    store.save_tensors(folder / "trained.pt", result.weights)
+    store.save_json(folder / "metrics.json", result.metrics)
     if progress and progress.end_round:
-        progress.end_round(experiment, metrics)
-    return metrics, snapshot
-
-
-def _fresh_model(experiment: Experiment, seed: int, device: torch.device) -> torch.nn.Module:
-    return create_model(experiment.model, seed=seed, dropout=experiment.dropout).to(device)
+        progress.end_round(experiment, result.metrics)
+    return result
 
 
 def run_experiment(experiment: Experiment, rounds: int, store: RunStore | None = None,
@@ -287,25 +262,19 @@ def _dense_round(experiment, store, folders, device, progress, splits) -> None:
     """Round 0 (and the rewind snapshot this strategy needs), under the dense run's lock."""
     dense, k = folders.dense, experiment.rewind_iteration
     with store.lock(dense):
-        model = _fresh_model(experiment, experiment.init_seed, device)
-        kinds = weight_kinds(model)
         if not (dense / "init.pt").exists():
-            store.save_tensors(dense / "init.pt", model.state_dict())
+            store.save_tensors(dense / "init.pt", initial_weights(experiment))
         rewind_file = dense / f"rewind_{k}.pt"
         need_rewind = k is not None and not rewind_file.exists()
-        if (RunStore.round_dir(dense, 0) / "metrics.json").exists() and not need_rewind:
+        finished = (RunStore.round_dir(dense, 0) / "metrics.json").exists()
+        if finished and not need_rewind:
             return
-        model.load_state_dict(store.load_tensors(dense / "init.pt", device))
-        mask = Mask.ones_like({n: p for n, p in model.named_parameters() if n in kinds})
-        if (RunStore.round_dir(dense, 0) / "metrics.json").exists():
-            # round 0 was trained by a run that rewinds elsewhere: replay its first k iterations
-            # (same seed, same order, bitwise the same weights) instead of training it again
-            _, snapshot = train(model, mask, splits, replace(experiment.train, iterations=max(k, 1),
-                                                              eval_every=max(k, 1)),
-                                seed=experiment.data_seed, augment=experiment.data.augment, snapshot_at=k)
+        init = store.load_tensors(dense / "init.pt", device)
+        if finished:  # round 0 was trained by a run that rewinds elsewhere: replay its first k iterations
+            snapshot = rewind_snapshot(experiment, init, splits)
         else:
-            _, snapshot = _train_round(experiment, store, RunStore.round_dir(dense, 0), 0, model, mask, splits,
-                                       kinds, progress, snapshot_at=k)
+            snapshot = _train_round(experiment, store, RunStore.round_dir(dense, 0), 0, init,
+                                    dense_mask(experiment, init), splits, progress, snapshot_at=k).snapshot
         if k is not None:
             store.save_tensors(rewind_file, snapshot)
 
@@ -315,28 +284,20 @@ def _run_ticket(experiment, rounds, store, folders, device, progress, splits) ->
     if rounds == 0:
         return
     with store.lock(folders.ticket):
-        model = _fresh_model(experiment, experiment.init_seed, device)
-        kinds = weight_kinds(model)
         init = store.load_tensors(folders.dense / "init.pt", device)
+        rewind = None
+        if experiment.rewind_iteration is not None:
+            rewind = store.load_tensors(folders.dense / f"rewind_{experiment.rewind_iteration}.pt", device)
         for index in range(1, rounds + 1):
             if (folders.round(index) / "metrics.json").exists():
                 continue
             previous = folders.round(index - 1)
-            base = folders.round(0) if experiment.oneshot else previous
-            trained = store.load_tensors(base / "trained.pt", device)
-            if experiment.oneshot:
-                mask = prune_oneshot({n: trained[n] for n in kinds}, kinds, experiment.pruning,
-                                     prunable_target(experiment.oneshot[index - 1], trained, kinds,
-                                                     experiment.pruning))
-            else:
-                mask = prune_magnitude(trained, Mask(store.load_tensors(previous / "mask.pt", device)),
-                                       kinds, experiment.pruning)
-            start = {"reset": init, "continue": trained}.get(experiment.strategy)
-            if start is None:  # rewind:K
-                start = store.load_tensors(folders.dense / f"rewind_{experiment.rewind_iteration}.pt", device)
-            model.load_state_dict(start)
-            _train_round(experiment, store, folders.round(index), index, model, mask, splits, kinds, progress,
-                         start_iteration=experiment.start_iteration)
+            trained = store.load_tensors(previous / "trained.pt", device)
+            dense = store.load_tensors(folders.round(0) / "trained.pt", device) if experiment.oneshot else None
+            mask = ticket_mask(experiment, index, trained, None if experiment.oneshot else
+                               Mask(store.load_tensors(previous / "mask.pt", device)), dense)
+            _train_round(experiment, store, folders.round(index), index, ticket_start(experiment, init, trained, rewind),
+                         mask, splits, progress, start_iteration=experiment.start_iteration)
             if index >= 3:  # older trained weights are not needed again; the previous round's are kept,
                 # so deleting this round's folder (what a StoreError says) can redo it
                 store.discard(folders.round(index - 2) / "trained.pt")
@@ -347,10 +308,7 @@ def _run_control(experiment, wanted, store, folders, device, progress, splits) -
     for index in wanted:
         if (folders.round(index) / "metrics.json").exists():
             continue
-        mask = Mask(store.load_tensors(ticket.round(index) / "mask.pt", device))
-        if experiment.control == "random":
-            mask = random_mask_like(mask, experiment.control_seed(index, "mask"))
-        model = _fresh_model(experiment, experiment.control_seed(index, "init"), device)
-        _train_round(experiment, store, folders.round(index), index, model, mask, splits, weight_kinds(model),
-                     progress, start_iteration=experiment.start_iteration)
+        mask = control_mask(experiment, index, Mask(store.load_tensors(ticket.round(index) / "mask.pt", device)))
+        _train_round(experiment, store, folders.round(index), index, control_start(experiment, index), mask,
+                     splits, progress, start_iteration=experiment.start_iteration)
         store.discard(folders.round(index - 1) / "trained.pt")  # no later round needs a control's weights

@@ -52,6 +52,13 @@ def provenance(device: str | torch.device | None = None) -> dict[str, Any]:
             "tf32_matmul": torch.backends.cuda.matmul.allow_tf32, "tf32_cudnn": torch.backends.cudnn.allow_tf32}
 
 
+def round_line(trial: int, who: str, m: dict) -> str:
+    """The line `lth run` and `lth sweep` print for each trained round (`who`: ticket or a control)."""
+    return (f"trial {trial} {who} round {m['round']}: Pm {m['density']:.2%}, early stop at "
+            f"{m['early_stop_iteration']} (val loss {m['early_stop_val_loss']:.4f}, test acc "
+            f"{m['early_stop_test_accuracy']:.2%}), final test acc {m['final_test_accuracy']:.2%}")
+
+
 SERIES_ORDER = ("winning ticket", "random reinit", "random sparsity", "continued training", "one-shot")
 METRICS = ("early_stop_iteration", "early_stop_val_loss", "early_stop_test_accuracy", "final_test_accuracy")
 

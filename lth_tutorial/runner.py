@@ -8,7 +8,7 @@ optionally its training curves thinned to a few points. The summary format is
 """
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 import torch
@@ -35,6 +35,30 @@ def check_splits(splits: Splits, exp: Experiment) -> None:
                              f"`load_splits(experiment({exp.preset!r}, {exp.profile!r}).data)`, or pass none.")
 
 
+def grid_experiments(preset: str, profile: str, *, trials: int, strategy: str = "reset",
+                     controls: tuple[str, ...] = (), oneshot: tuple[float, ...] = (),
+                     rates: dict[str, float] | None = None, scope: str | None = None,
+                     train: dict[str, Any] | None = None, only_trials: tuple[int, ...] = ()) -> list[Experiment]:
+    """Every run of a grid, in summary order: per trial, the ticket run, then each control."""
+    if any(not 0 <= t < trials for t in only_trials):
+        raise ValueError(f"trial indices must be in 0..{trials - 1} (trials={trials}); got {list(only_trials)}.")
+    return [experiment(preset, profile, strategy=strategy, oneshot=oneshot, rates=rates, scope=scope, train=train,
+                       control=control, trial=trial)
+            for trial in only_trials or range(trials) for control in ("none", *controls)]
+
+
+def summary_of(runs: list[tuple[Experiment, list[dict]]], rounds: int, controls: tuple[str, ...] = (),
+               curve_points: int = 0) -> dict[str, Any]:
+    """The summary of a grid's runs from each run's round metrics (as `run_experiment` returns them)."""
+    first = runs[0][0]
+    described = {k: v for k, v in asdict(replace(first, trial=0, control="none")).items()
+                 if k not in ("trial", "control")}
+    kept = [{"trial": exp.trial, "strategy": "oneshot" if exp.oneshot else exp.strategy, "control": exp.control,
+             "rounds": [_kept(m, curve_points) for m in metrics]} for exp, metrics in runs]
+    return {"preset": first.preset, "profile": first.profile, "config": described,
+            "trials": sorted({r["trial"] for r in kept}), "controls": list(controls), "rounds": rounds, "runs": kept}
+
+
 def run_grid(preset: str, profile: str, *, rounds: int, trials: int, strategy: str = "reset",
              controls: tuple[str, ...] = (), oneshot: tuple[float, ...] = (),
              rates: dict[str, float] | None = None, scope: str | None = None,
@@ -47,31 +71,20 @@ def run_grid(preset: str, profile: str, *, rounds: int, trials: int, strategy: s
     profile's training (iterations, lr, eval_every, batch_size), both as `presets.experiment` takes
     them. `only_trials` picks some of the `trials` (one per process or machine); a later call without
     it reads them all back from the store. `curve_points` > 0 keeps each round's training curves,
-    thinned to about that many evaluations, under "curve".
+    thinned to about that many evaluations, under "curve". `sweep.run_sweep` runs the same grids as
+    a Ray task graph.
     """
-    if any(not 0 <= t < trials for t in only_trials):
-        raise ValueError(f"trial indices must be in 0..{trials - 1} (trials={trials}); got {list(only_trials)}.")
-
-    def build(**kwargs) -> Experiment:
-        return experiment(preset, profile, strategy=strategy, oneshot=oneshot, rates=rates, scope=scope,
-                          train=train, **kwargs)
-
-    config = build()
+    exps = grid_experiments(preset, profile, trials=trials, strategy=strategy, controls=controls, oneshot=oneshot,
+                            rates=rates, scope=scope, train=train, only_trials=only_trials)
     if splits is not None:
-        check_splits(splits, config)
+        check_splits(splits, exps[0])
     store = store or RunStore()
     runs = []
-    for trial in only_trials or range(trials):
-        for control in ("none", *controls):
-            exp = build(control=control, trial=trial)
-            if splits is None:
-                splits = load_splits(exp.data, device)
-            metrics = run_experiment(exp, rounds, store, device, progress, splits)
-            runs.append({"trial": trial, "strategy": "oneshot" if oneshot else strategy, "control": control,
-                         "rounds": [_kept(m, curve_points) for m in metrics]})
-    described = {k: v for k, v in asdict(config).items() if k not in ("trial", "control")}
-    return {"preset": preset, "profile": profile, "config": described, "trials": sorted({r["trial"] for r in runs}),
-            "controls": list(controls), "rounds": rounds, "runs": runs}
+    for exp in exps:
+        if splits is None:
+            splits = load_splits(exp.data, device)
+        runs.append((exp, run_experiment(exp, rounds, store, device, progress, splits)))
+    return summary_of(runs, rounds, controls, curve_points)
 
 
 def _kept(metrics: dict, curve_points: int) -> dict:
@@ -96,4 +109,4 @@ def without_curves(summary: dict) -> dict:
                                 for run in summary["runs"]]}
 
 
-__all__ = ["run_grid", "check_splits", "SplitsMismatch", "without_curves", "thinned", "ROUND_KEYS"]
+__all__ = ["run_grid", "grid_experiments", "summary_of", "check_splits", "SplitsMismatch", "without_curves", "thinned", "ROUND_KEYS"]

@@ -11,7 +11,7 @@ import json
 import pytest
 import torch
 
-import lth_tutorial.lottery as lottery
+import lth_tutorial.rounds as round_functions
 from lth_tutorial.cli import main
 from lth_tutorial.training import train as real_train
 
@@ -27,7 +27,7 @@ def tiny_runs(monkeypatch, data_root):
         trained.append(seed)
         return real_train(model, mask, splits, config, seed, **kwargs)
 
-    monkeypatch.setattr(lottery, "train", counting_train)
+    monkeypatch.setattr(round_functions, "train", counting_train)
     return trained
 
 

@@ -12,7 +12,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-import lth_tutorial.lottery as lottery
+import lth_tutorial.rounds as round_functions
 from lth_tutorial.data import load_splits
 from lth_tutorial.lottery import Experiment, run_experiment, run_folders
 from lth_tutorial.masks import Mask, ladder_density, prune_magnitude, prune_oneshot
@@ -42,7 +42,7 @@ def _clone(tensors) -> dict[str, torch.Tensor]:
 
 
 class Recorder:
-    """Stands in for lottery.train: records each call's start state, mask and end state."""
+    """Stands in for rounds.train (the training of every round): records each call's start state, mask and end state."""
 
     def __init__(self, fail_on: int | None = None):
         self.calls: list[dict] = []
@@ -64,7 +64,7 @@ class Recorder:
 def _run(exp, rounds, store, splits, recorder=None):
     with pytest.MonkeyPatch.context() as mp:
         if recorder is not None:
-            mp.setattr(lottery, "train", recorder)
+            mp.setattr(round_functions, "train", recorder)
         return run_experiment(exp, rounds, store, splits=splits)
 
 
@@ -264,7 +264,7 @@ def _refuse(*args, **kwargs):
 def test_finished_runs_are_read_not_retrained(ticket, splits):
     exp, store, run, metrics, _ = ticket
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(lottery, "train", _refuse)
+        mp.setattr(round_functions, "train", _refuse)
         assert run_experiment(exp, 3, store, splits=splits) == metrics
         assert run_experiment(exp, 2, store)[:3] == metrics[:3]  # no splits needed: no data is loaded either
 
@@ -455,7 +455,7 @@ def _timeless(rounds: list[dict]) -> list[dict]:
 
 def test_oneshot_targets_are_over_all_weights_for_a_global_rule():
     """ResNet-style: 90 prunable conv weights and 10 never-pruned ones; Pm 0.5 keeps 40 of the 90."""
-    from lth_tutorial.lottery import prunable_target
+    from lth_tutorial.rounds import prunable_target
     from lth_tutorial.masks import PruningRule
 
     weights = {"conv": torch.zeros(90), "shortcut": torch.zeros(10)}

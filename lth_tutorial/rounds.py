@@ -1,0 +1,126 @@
+"""One pruning round as pure functions of tensors: no store, no files, no locks.
+
+Owns what round k of an experiment is: its start weights (the init, a rewind snapshot, the previous
+round's trained weights, or a control's fresh init), its mask (pruned from round k-1, one-shot from
+round 0, or a control's from the ticket's), and training it into metrics and trained weights.
+`lottery` runs these through the run store in one process; `sweep` runs the very same functions as
+Ray tasks with the tensors passed as object references, so both give bitwise the same rounds.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+
+from .data import Splits
+from .masks import Mask, PruningRule, prune_magnitude, prune_oneshot, random_mask_like
+from .models import create_model, weight_kinds
+from .training import Progress, train
+
+Weights = dict[str, torch.Tensor]
+
+
+@dataclass
+class Trained:
+    """What training one round gives: its metrics, its trained weights, and the rewind snapshot asked for."""
+
+    metrics: dict[str, Any]
+    weights: Weights
+    snapshot: Weights | None = None
+
+
+def initial_weights(experiment, seed: int | None = None) -> Weights:
+    """A fresh init of the experiment's model (the ticket's by default, a control's with its seed)."""
+    seed = experiment.init_seed if seed is None else seed
+    return create_model(experiment.model, seed=seed, dropout=experiment.dropout).state_dict()
+
+
+def dense_mask(experiment, weights: Weights) -> Mask:
+    """Round 0's mask: every prunable weight kept."""
+    kinds = weight_kinds(create_model(experiment.model, dropout=experiment.dropout))
+    return Mask.ones_like({n: weights[n] for n in kinds})
+
+
+def kind_densities(mask: Mask, kinds: dict[str, str]) -> dict[str, float]:
+    return {kind: mask.density([n for n in mask if kinds[n] == kind]) for kind in sorted(set(kinds.values()))}
+
+
+def prunable_target(density: float, weights: Weights, kinds: dict[str, str], rule: PruningRule) -> float:
+    """A one-shot target is a Pm (over all weights); the fraction of the *prunable* weights that gives it.
+
+    Equal for LeNet and the Conv nets (every kind is pruned); for VGG/ResNet the never-pruned shortcut
+    and output weights count towards the target, as in the paper's Pm.
+    """
+    prunable = set(rule.prunable(kinds))
+    sizes = {n: weights[n].numel() for n in kinds}
+    fixed = sum(v for n, v in sizes.items() if n not in prunable)
+    total = sum(sizes.values())
+    share = (density * total - fixed) / (total - fixed)
+    if share <= 0:
+        raise ValueError(f"one-shot density {density} is below the {fixed / total:.2%} of weights this rule "
+                         f"never prunes; choose a larger target.")
+    return share
+
+
+def ticket_mask(experiment, index: int, trained_previous: Weights, mask_previous: Mask | None,
+                trained_dense: Weights | None = None) -> Mask:
+    """The ticket's mask of round `index` >= 1: the previous round's survivors pruned by magnitude, or
+    (one-shot) the dense trained network pruned straight to the round's target."""
+    kinds = weight_kinds(create_model(experiment.model, dropout=experiment.dropout))
+    if experiment.oneshot:
+        base = trained_dense if trained_dense is not None else trained_previous
+        share = prunable_target(experiment.oneshot[index - 1], base, kinds, experiment.pruning)
+        return prune_oneshot({n: base[n] for n in kinds}, kinds, experiment.pruning, share)
+    return prune_magnitude(trained_previous, Mask(mask_previous), kinds, experiment.pruning)
+
+
+def ticket_start(experiment, init: Weights, trained_previous: Weights | None, rewind: Weights | None) -> Weights:
+    """Where a ticket round starts, by strategy: the init, the previous trained weights, or iteration K."""
+    if experiment.strategy == "reset":
+        return init
+    if experiment.strategy == "continue":
+        return trained_previous
+    return rewind
+
+
+def control_mask(experiment, index: int, ticket_mask_of_round: Mask) -> Mask:
+    """A control's mask of round `index`: the ticket's own (`reinit`) or a random one of its densities."""
+    if experiment.control == "random":
+        return random_mask_like(Mask(ticket_mask_of_round), experiment.control_seed(index, "mask"))
+    return Mask(ticket_mask_of_round)
+
+
+def control_start(experiment, index: int) -> Weights:
+    """A control's fresh init, its own per trial and round."""
+    return initial_weights(experiment, experiment.control_seed(index, "init"))
+
+
+def train_round(experiment, index: int, start: Weights, mask: Mask, splits: Splits, *, start_iteration: int = 0,
+                snapshot_at: int | None = None, progress: Progress | None = None) -> Trained:
+    """Train round `index` from `start` under `mask` with the experiment's data order."""
+    device = splits.train.images.device
+    model = create_model(experiment.model, dropout=experiment.dropout).to(device)
+    model.load_state_dict(start)
+    kinds = weight_kinds(model)
+    started = time.perf_counter()
+    metrics, snapshot = train(model, mask, splits, experiment.train, seed=experiment.data_seed,
+                              augment=experiment.data.augment, snapshot_at=snapshot_at,
+                              start_iteration=start_iteration, progress=progress)
+    metrics = {"round": index, "density": mask.density(), "kind_density": kind_densities(mask, kinds),
+               "start_iteration": start_iteration, "seconds": round(time.perf_counter() - started, 2),
+               "device": str(device), "layer_density": mask.layer_densities(), **metrics}
+    return Trained(metrics, model.state_dict(), snapshot)
+
+
+def rewind_snapshot(experiment, init: Weights, splits: Splits) -> Weights:
+    """The dense network's weights after K = `experiment.rewind_iteration` iterations of round 0.
+
+    Replays round 0's first K iterations (same seed, same order: bitwise the weights a full round 0
+    passes through) for a dense run that was trained without this snapshot.
+    """
+    k = experiment.rewind_iteration
+    short = replace(experiment, strategy="reset", train=replace(experiment.train, iterations=max(k, 1),
+                                                                  eval_every=max(k, 1), report_at=()))
+    return train_round(short, 0, init, dense_mask(experiment, init), splits, snapshot_at=k).snapshot

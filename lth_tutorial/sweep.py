@@ -1,0 +1,361 @@
+"""Sweeps: grids of presets x profiles x strategies x trials x controls, run as one Ray task graph.
+
+Owns `Grid` (one grid, what `lth sweep`'s flags or a TOML file describe), `load_grids`, and
+`run_sweep`, the driver: it plans the graph against the run store (finished rounds are read, never
+retrained), runs it on Ray (locally with no setup, or on a cluster at `address`), writes every round
+into the store as it arrives, and returns the same summaries `runner.run_grid` gives. Ticket round k+1
+depends on round k and a control's round k on the ticket's round-k mask; everything else runs at once.
+Weights and masks travel between tasks as object references and the datasets are put in the object
+store once, so only the driver needs the data files and the store (no shared disk). A worker that dies
+is retried by Ray (`RETRIES`); a task that fails for a real reason stops its chain, named, and the rest
+of the grid still finishes. The tasks themselves are `sweep_tasks`.
+"""
+from __future__ import annotations
+
+import contextlib
+import tomllib
+from collections import Counter
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from . import sweep_tasks as tasks
+from .data import load_splits
+from .lottery import Experiment, RunFolders, run_folders
+from .presets import current_profile, get_preset
+from .rounds import initial_weights
+from .reports import round_line
+from .runner import grid_experiments, summary_of
+from .store import RunStore
+
+RETRIES = 3  # a task whose worker process or node dies is run again, up to this many times
+INSTALL = 'lth sweep needs Ray: pip install -e ".[sweep]" (or pip install "ray>=2.9").'
+
+
+@dataclass(frozen=True)
+class Grid:
+    """One grid: every preset x profile x strategy, each with its trials and controls."""
+
+    presets: tuple[str, ...]
+    profiles: tuple[str, ...] = ()        # default: $LTH_PROFILE or quick
+    strategies: tuple[str, ...] = ("reset",)
+    controls: tuple[str, ...] = ()
+    trials: int | None = None             # default: each profile's
+    rounds: int | None = None             # default: each profile's
+    oneshot: tuple[float, ...] = ()       # one-shot densities instead of the strategies
+    rates: dict[str, float] = field(default_factory=dict)
+    scope: str | None = None
+    train: dict[str, Any] = field(default_factory=dict)   # iterations, lr, eval_every, batch_size
+    only_trials: tuple[int, ...] = ()
+
+    def cells(self) -> list[dict[str, Any]]:
+        """One `run_grid`-style description per summary, each validated before anything trains."""
+        out = []
+        for preset in self.presets:
+            for profile in self.profiles or (current_profile(),):
+                prof = get_preset(preset).profile(profile)
+                rounds = len(self.oneshot) if self.oneshot else (prof.rounds if self.rounds is None else self.rounds)
+                trials = prof.trials if self.trials is None else self.trials
+                if rounds < 0 or trials < 1:
+                    raise ValueError(f"rounds must be >= 0 and trials >= 1; got {rounds} and {trials}.")
+                for strategy in ("reset",) if self.oneshot else self.strategies:
+                    cell = dict(preset=preset, profile=profile, trials=trials, strategy=strategy,
+                                controls=tuple(self.controls), oneshot=tuple(self.oneshot), rates=dict(self.rates),
+                                scope=self.scope, train=dict(self.train), only_trials=tuple(self.only_trials))
+                    out.append({**cell, "rounds": rounds, "experiments": grid_experiments(**cell)})
+        return out
+
+
+_LISTS = {"presets", "profiles", "strategies", "controls", "oneshot", "only_trials"}
+
+
+def load_grids(path: str | Path) -> list[Grid]:
+    """Grids from a TOML file: top-level keys are `Grid` fields (defaults for every grid); each
+    `[[grid]]` table is one grid that overrides them. Without `[[grid]]`, the file is one grid."""
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ValueError(f"sweep file {path} does not exist.") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"sweep file {path} is not valid TOML: {e}.") from None
+    tables = data.pop("grid", [{}])
+    known = {f.name for f in fields(Grid)}
+    grids = []
+    for table in tables:
+        merged = {**data, **table}
+        unknown = sorted(set(merged) - known)
+        if unknown:
+            raise ValueError(f"sweep file {path}: unknown key(s) {', '.join(unknown)}; use {', '.join(sorted(known))}.")
+        if "presets" not in merged:
+            raise ValueError(f"sweep file {path}: every grid needs presets = [...].")
+        grids.append(Grid(**{k: tuple(v) if k in _LISTS else v for k, v in merged.items()}))
+    return grids
+
+
+@dataclass
+class SweepResult:
+    """What a sweep did: the summaries of its finished cells, what it trained and found, what failed."""
+
+    summaries: list[dict[str, Any]]
+    trained: int = 0                      # rounds trained by this call
+    found: int = 0                        # rounds already in the store
+    failures: list[str] = field(default_factory=list)
+    skipped: int = 0                      # rounds not run because an earlier one of their chain failed
+    nodes: Counter = field(default_factory=Counter)   # Ray node id -> rounds trained there
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+
+def _ray():
+    try:
+        import ray
+    except ImportError:
+        raise ImportError(INSTALL) from None
+    return ray
+
+
+def run_sweep(grids: list[Grid], *, store: RunStore | None = None, address: str | None = None,
+              num_cpus: int | None = None, cpus_per_task: int = 1, gpus_per_task: float = 0.0,
+              curve_points: int = 0, progress: bool = True) -> SweepResult:
+    """Run every grid as one Ray task graph; return its summaries (as `run_grid` would give them).
+
+    `cpus_per_task` is each task's Ray CPUs and torch threads (part of the run key, as the thread
+    count of `lth run` is); `gpus_per_task` > 0 trains on CUDA, fractions packing several tasks on a
+    GPU. Ray starts locally (`num_cpus` of this machine, default all) unless `address` names a cluster.
+    """
+    if cpus_per_task < 1 or gpus_per_task < 0:
+        raise ValueError(f"--cpus-per-task must be >= 1 and --gpus-per-task >= 0; got {cpus_per_task}, {gpus_per_task}.")
+    cells = [cell for grid in grids for cell in grid.cells()]
+    if not cells:
+        raise ValueError("the sweep has nothing to run (no presets).")
+    ray = _ray()
+    store = store or RunStore()
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(address=address, num_cpus=None if address else num_cpus, include_dashboard=False,
+                 logging_level="ERROR", log_to_driver=True)
+    try:
+        return _Driver(ray, store, cells, cpus_per_task, gpus_per_task, curve_points, progress).run()
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+@dataclass
+class _Node:
+    """One round of one run in the graph (or a rewind replay): its task's refs, or none when stored."""
+
+    exp: Experiment
+    kind: str                              # dense | ticket | control | rewind
+    folder: Path
+    index: int
+    upstream: tuple["_Node", ...] = ()
+    refs: dict[str, Any] = field(default_factory=dict)
+    save: tuple[str, ...] = ("mask", "trained")   # the outputs written into the round's folder
+    rewind_file: Path | None = None       # where a snapshot it gives is written
+    failed: bool = False
+
+    @property
+    def label(self) -> str:
+        exp = self.exp
+        run = "oneshot" if exp.oneshot else exp.strategy
+        who = {"dense": "dense", "rewind": "rewind replay", "ticket": "ticket"}.get(self.kind, exp.control)
+        return f"{exp.preset} ({exp.profile}, {run}) trial {exp.trial} {who}"
+
+
+class _Driver:
+    def __init__(self, ray, store, cells, cpus, gpus, curve_points, progress):
+        self.ray, self.store, self.cells, self.curve_points = ray, store, cells, curve_points
+        self.device = "cuda" if gpus > 0 else "cpu"
+        self.threads, self.gpus = cpus, gpus
+        self.options = dict(num_cpus=cpus, num_gpus=gpus, max_retries=RETRIES, retry_exceptions=False)
+        self.show = progress
+        self.result = SweepResult([])
+        self.pending: dict[Any, _Node] = {}          # the ref whose arrival finishes a node -> the node
+        self.nodes: dict[tuple[Path, int], _Node] = {}
+        self.rewinds: dict[Path, Any] = {}           # rewind snapshot file -> the ref that will hold it
+        self.loaded: dict[Path, Any] = {}
+        self.data: dict[Any, list] = {}
+        self.remote = {name: ray.remote(getattr(tasks, name)) for name in
+                       ("probe", "dense_task", "ticket_task", "control_task", "rewind_task")}
+
+    def _task(self, name: str, returns: int, *args):
+        return self.remote[name].options(**self.options, num_returns=returns).remote(*args)
+
+    def _stored(self, path: Path):
+        """A stored tensor file, put in the object store once."""
+        if path not in self.loaded:
+            self.loaded[path] = self.ray.put(self.store.load_tensors(path))
+        return self.loaded[path]
+
+    def _check_resources(self) -> None:
+        have = self.ray.cluster_resources()
+        for name, need in (("CPU", self.threads), ("GPU", self.gpus)):
+            if need > have.get(name, 0):
+                raise ValueError(f"each task asks for {need:g} {name}(s), but the Ray cluster has "
+                                 f"{have.get(name, 0):g}; lower --{name.lower()}s-per-task or add nodes.")
+
+    def run(self) -> SweepResult:
+        self._check_resources()
+        self.env, self.result.provenance = self.ray.get(self._task("probe", 1, self.device, self.threads))
+        runs = [(cell, exp, run_folders(exp, self.store, env=self.env)) for cell in self.cells
+                for exp in cell["experiments"]]
+        folders = sorted({p for _, _, f in runs for p in (f.dense, f.ticket, f.control) if p is not None})
+        with contextlib.ExitStack() as locks:
+            for folder in folders:  # one order for every process: two sweeps never wait on each other in a cycle
+                locks.enter_context(self.store.lock(folder))
+            for cell, exp, run in runs:
+                self._plan(exp, run, cell["rounds"])
+            self._drain()
+        summaries = (self._summary(cell, [(e, f) for c, e, f in runs if c is cell]) for cell in self.cells)
+        self.result.summaries = [s for s in summaries if s is not None]
+        return self.result
+
+    # ---- planning: one node per round, a task only for a round the store lacks -------------------
+
+    def _data(self, exp: Experiment) -> list:
+        """The experiment's splits in the object store (once per data config), wrapped for `sweep_tasks`."""
+        if exp.data not in self.data:
+            self.data[exp.data] = [self.ray.put(tasks.cpu_splits(load_splits(exp.data)))]
+        return self.data[exp.data]
+
+    def _ref(self, node: _Node, what: str):
+        """A round's mask or trained weights: its task's output, or the stored file."""
+        if what in node.refs:
+            return node.refs[what]
+        return self._stored(RunStore.round_dir(node.folder, node.index) / f"{what}.pt")
+
+    def _add(self, node: _Node, rounds_key: tuple[Path, int] | None) -> _Node:
+        if rounds_key is not None:
+            self.nodes[rounds_key] = node
+        if (RunStore.round_dir(node.folder, node.index) / "metrics.json").exists():
+            self.result.found += 1
+        return node
+
+    def _submit(self, node: _Node, name: str, *args) -> None:
+        mask, trained, metrics, *snapshot = self._task(name, 4 if name == "dense_task" else 3, *args)
+        node.refs = {"mask": mask, "trained": trained, "metrics": metrics}
+        if snapshot and node.rewind_file is not None:
+            node.refs["rewind"] = self.rewinds[node.rewind_file] = snapshot[0]
+        self.pending[metrics] = node
+
+    def _plan(self, exp: Experiment, run: RunFolders, rounds: int) -> None:
+        rounds = min(rounds, exp.max_rounds) if exp.max_rounds is not None else rounds
+        if exp.control != "none":
+            for index in range(1, rounds + 1):
+                self._control_round(exp, run, index, last=index == rounds)
+            return
+        previous = self._dense(exp, run)
+        init, rewind = self._stored(run.dense / "init.pt"), self._rewind(exp, run)
+        for index in range(1, rounds + 1):
+            previous = self._ticket_round(exp, run, index, previous, init, rewind)
+
+    def _dense(self, exp: Experiment, run: RunFolders) -> _Node:
+        if (run.dense, 0) in self.nodes:
+            return self.nodes[(run.dense, 0)]
+        if not (run.dense / "init.pt").exists():
+            self.store.save_tensors(run.dense / "init.pt", initial_weights(exp))
+        k = exp.rewind_iteration
+        node = self._add(_Node(exp, "dense", run.dense, 0), (run.dense, 0))
+        if not node.refs and not self._done(node):
+            if k is not None and not (run.dense / f"rewind_{k}.pt").exists():
+                node.rewind_file = run.dense / f"rewind_{k}.pt"
+            self._submit(node, "dense_task", exp, self.device, self.threads, self.env, self._data(exp),
+                         self._stored(run.dense / "init.pt"), k if node.rewind_file else None)
+        return node
+
+    def _rewind(self, exp: Experiment, run: RunFolders):
+        k = exp.rewind_iteration
+        if k is None:
+            return None
+        path = run.dense / f"rewind_{k}.pt"
+        if path in self.rewinds:
+            return self.rewinds[path]
+        if path.exists():
+            return self._stored(path)
+        # round 0 was trained (or is being trained) without this snapshot: replay its first k iterations
+        ref = self._task("rewind_task", 1, exp, self.device, self.threads, self.env, self._data(exp),
+                         self._stored(run.dense / "init.pt"))
+        self.rewinds[path] = ref
+        self.pending[ref] = _Node(exp, "rewind", run.dense, 0, save=(), rewind_file=path)
+        return ref
+
+    def _done(self, node: _Node) -> bool:
+        return (RunStore.round_dir(node.folder, node.index) / "metrics.json").exists()
+
+    def _ticket_round(self, exp, run, index, previous: _Node, init, rewind) -> _Node:
+        node = self._add(_Node(exp, "ticket", run.ticket, index, (previous,)), (run.ticket, index))
+        if self._done(node):
+            return node
+        trained_previous = self._ref(previous, "trained")
+        start = {"reset": init, "continue": trained_previous}.get(exp.strategy, rewind)
+        mask_previous = None if exp.oneshot else self._ref(previous, "mask")
+        dense = self._ref(self.nodes[(run.dense, 0)], "trained") if exp.oneshot else None
+        self._submit(node, "ticket_task", exp, index, self.device, self.threads, self.env, self._data(exp),
+                     start, trained_previous, mask_previous, dense)
+        return node
+
+    def _control_round(self, exp, run, index, last: bool) -> None:
+        source = self.nodes[(run.ticket, index)]
+        # the serial runner keeps a control's last trained weights only; nothing reads the others
+        node = self._add(_Node(exp, "control", run.own, index, (source,), save=("mask", "trained") if last
+                               else ("mask",)), None)
+        if not self._done(node):
+            self._submit(node, "control_task", exp, index, self.device, self.threads, self.env, self._data(exp),
+                         self._ref(source, "mask"))
+
+    # ---- running: write each round into the store as it arrives ----------------------------------
+
+    def _drain(self) -> None:
+        from tqdm.auto import tqdm
+
+        rounds = sum(node.kind != "rewind" for node in self.pending.values())
+        bar = tqdm(total=rounds, desc="sweep", unit="round", disable=not self.show, leave=False)
+        while self.pending:
+            ready, _ = self.ray.wait(list(self.pending), num_returns=1)
+            node = self.pending.pop(ready[0])
+            try:
+                value = self.ray.get(ready[0])
+                outputs = {what: self.ray.get(node.refs[what]) for what in node.save}
+                snapshot = self.ray.get(node.refs["rewind"]) if "rewind" in node.refs else None
+            except Exception as error:  # a task's own error, or its worker lost more than RETRIES times
+                self._failed(node, error)
+                bar.update(node.kind != "rewind")
+                continue
+            if node.kind == "rewind":
+                self.store.save_tensors(node.rewind_file, value)
+                continue
+            folder = RunStore.round_dir(node.folder, node.index)
+            for what, tensors in outputs.items():
+                self.store.save_tensors(folder / f"{what}.pt", tensors)
+            if snapshot is not None:
+                self.store.save_tensors(node.rewind_file, snapshot)
+            self.store.save_json(folder / "metrics.json", value)  # last: marks the round finished
+            if node.kind == "ticket" and node.index >= 3:  # as the serial runner: the last two are kept
+                self.store.discard(RunStore.round_dir(node.folder, node.index - 2) / "trained.pt")
+            self.result.trained += 1
+            self.result.nodes[value["ray_node"]] += 1
+            bar.update(1)
+            if self.show:
+                who = "ticket" if node.kind in ("dense", "ticket") else node.exp.control
+                head = node.label.rsplit(" trial ", 1)[0]
+                tqdm.write(f"{head}: {round_line(node.exp.trial, who, value)}")
+        bar.close()
+
+    def _failed(self, node: _Node, error: Exception) -> None:
+        node.failed = True
+        if any(up.failed for up in node.upstream):
+            self.result.skipped += 1
+            return
+        cause = getattr(error, "cause", None) or error
+        self.result.failures.append(f"{node.label} round {node.index} failed: {type(cause).__name__}: {cause}")
+
+    def _summary(self, cell, runs) -> dict[str, Any] | None:
+        """The cell's summary, read from the store as `run_grid` reads it; None if a round is missing."""
+        found = []
+        for exp, run in runs:
+            rounds = min(cell["rounds"], exp.max_rounds) if exp.max_rounds is not None else cell["rounds"]
+            wanted = range(1 if exp.control != "none" else 0, rounds + 1)
+            if not all((run.round(k) / "metrics.json").exists() for k in wanted):
+                return None
+            found.append((exp, [self.store.load_json(run.round(k) / "metrics.json") for k in wanted]))
+        return summary_of(found, cell["rounds"], cell["controls"], self.curve_points)
