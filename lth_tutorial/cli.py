@@ -18,7 +18,7 @@ from .models import MODELS, UnknownModelError, count_weights, create_model, weig
 from .presets import PRESETS, PROFILES, TRAIN_OVERRIDES, current_profile, experiment, get_preset
 from .reports import load_summary, provenance, round_line, save_summary, to_csv, to_markdown
 from .runner import run_grid, without_curves
-from .store import RunStore, StoreError
+from .store import RunStore, StoreError, key_hash
 
 
 class UsageError(ValueError):
@@ -132,6 +132,77 @@ def cmd_run(args) -> None:
         print(f"summary written to {args.json}")
 
 
+def _values(text: str | None, option: str, allowed: tuple[str, ...] | None = None) -> tuple[str, ...]:
+    values = tuple(v.strip() for v in (text or "").split(",") if v.strip())
+    for v in values:
+        if allowed is not None and v not in allowed:
+            raise UsageError(f"{option} takes {' or '.join(allowed)} (comma-separated); got {v!r}.")
+    return values
+
+
+def _sweep_grids(args):
+    from .sweep import Grid, load_grids
+
+    if args.config:
+        if args.presets:
+            raise UsageError("give presets on the command line or in --config, not both.")
+        return load_grids(args.config)
+    if not args.presets:
+        raise UsageError("name at least one preset (see `lth list`), or give a grid file with --config.")
+    for name in args.presets:
+        get_preset(name)
+    controls = tuple(c for c in _values(args.control, "--control", ("none", "reinit", "random")) if c != "none")
+    train = {k: getattr(args, k) for k in TRAIN_OVERRIDES if getattr(args, k) is not None}
+    return [Grid(tuple(args.presets), _values(args.profile, "--profile", PROFILES),
+                 _values(args.strategy, "--strategy") or ("reset",), controls, args.trials, args.rounds,
+                 _oneshot(args.oneshot), _rates(args.rate), args.scope, train, tuple(args.trial or ()))]
+
+
+def _outputs(path: str, summaries: list[dict], suffix: str) -> list[Path]:
+    """One file for one summary; a folder of `<preset>-<profile>-<strategy>[-curves].json` for several."""
+    if len(summaries) == 1 and path.endswith(".json"):
+        return [Path(path)]
+    if path.endswith(".json"):
+        raise UsageError(f"the sweep made {len(summaries)} summaries; give a folder, not {path}.")
+    names = [f"{s['preset']}-{s['profile']}-{s['runs'][0]['strategy'].replace(':', '')}" for s in summaries]
+    # grids that differ only in training or rates: the name alone would collide, the config's hash does not
+    names = [n if names.count(n) == 1 else f"{n}-{key_hash(s['config'])[:6]}" for n, s in zip(names, summaries)]
+    return [Path(path) / f"{name}{suffix}.json" for name in names]
+
+
+def cmd_sweep(args) -> int:
+    from .sweep import RayMissing, run_sweep
+
+    grids = _sweep_grids(args)
+    try:
+        result = run_sweep(grids, store=RunStore(args.store), address=args.address, num_cpus=args.num_cpus,
+                           cpus_per_task=args.cpus_per_task, gpus_per_task=args.gpus_per_task,
+                           curve_points=50 if args.curves else 0)
+    except RayMissing as e:
+        raise UsageError(str(e)) from None
+    except ConnectionError as e:
+        raise UsageError(f"cannot reach the Ray cluster at {args.address} ({e}); start one with "
+                         f"`ray start --head` and pass the address it prints.") from None
+    print(f"\nsweep: {result.trained} round(s) trained, {result.found} found in the store, on "
+          f"{len(result.nodes)} node(s); store {RunStore(args.store).root}")
+    for summary in result.summaries:
+        print(f"\n{summary['preset']} ({summary['profile']} profile, {summary['runs'][0]['strategy']})\n"
+              + to_markdown(summary))
+    made = {**result.provenance, "sweep": {"cpus_per_task": args.cpus_per_task, "gpus_per_task": args.gpus_per_task,
+                                          "nodes": len(result.nodes)}}
+    for option, suffix, compact in (("curves", "-curves", True), ("json", "", False)):
+        if getattr(args, option) and result.summaries:
+            for path, summary in zip(_outputs(getattr(args, option), result.summaries, suffix), result.summaries):
+                save_summary({**(summary if compact else without_curves(summary)), "provenance": made}, path, compact)
+                print(f"{'curves' if compact else 'summary'} written to {path}")
+    for failure in result.failures:
+        print(f"lth: {failure}", file=sys.stderr)
+    if result.failures:
+        print(f"lth: {len(result.failures)} chain(s) failed ({result.skipped} later round(s) not run); the rest "
+              f"of the grid finished and is in the store.", file=sys.stderr)
+    return 1 if result.failures else 0
+
+
 def cmd_report(args) -> None:
     from .plots import report_figures  # matplotlib only when drawing
 
@@ -210,20 +281,49 @@ def parser() -> argparse.ArgumentParser:
     report.add_argument("--from-json", help="draw a summary written by `lth run --json` instead of the store")
     report.add_argument("--paper-scale", help="a paper-profile summary JSON to draw beside")
     report.set_defaults(func=cmd_report)
+    sweep = sub.add_parser("sweep", help="run a grid (presets x profiles x strategies x trials x controls) as "
+                           "a Ray task graph, on this machine or a cluster")
+    sweep.add_argument("presets", nargs="*", help="preset names (see `lth list`)")
+    sweep.add_argument("--config", metavar="TOML", help="the grid(s) as a TOML file instead of these flags "
+                       "(keys as the flags, lists for several values; [[grid]] tables for several grids)")
+    sweep.add_argument("--profile", help="quick, paper, or both comma-separated (default $LTH_PROFILE or quick)")
+    sweep.add_argument("--rounds", type=int, help="pruning rounds after round 0 (default: each profile's)")
+    sweep.add_argument("--trials", type=int, help="trials with different seeds (default: each profile's)")
+    sweep.add_argument("--trial", type=int, action="append", metavar="N", help="only trial N of --trials (repeatable)")
+    sweep.add_argument("--strategy", help="reset | continue | rewind:K, comma-separated (default reset)")
+    sweep.add_argument("--control", help="reinit, random, or both comma-separated")
+    sweep.add_argument("--oneshot", metavar="DENSITY", help="prune once, straight to each DENSITY (comma list)")
+    sweep.add_argument("--rate", action="append", metavar="KIND=RATE", help="as for `lth run`")
+    sweep.add_argument("--scope", choices=("layerwise", "global"), help="override the pruning scope")
+    for name, kind, text in (("--iterations", int, "training iterations per round"), ("--lr", float, "learning rate"),
+                             ("--eval-every", int, "evaluate every N iterations"), ("--batch-size", int, "minibatch size")):
+        sweep.add_argument(name, type=kind, help=f"{text} (as for `lth run`)")
+    sweep.add_argument("--address", help="join a running Ray cluster (`ray start --head` prints it); "
+                       "default: start Ray on this machine")
+    sweep.add_argument("--num-cpus", type=int, help="CPUs a local Ray may use (default: all)")
+    sweep.add_argument("--cpus-per-task", type=int, default=1,
+                       help="Ray CPUs and torch threads of each task (default 1; part of each run's key)")
+    sweep.add_argument("--gpus-per-task", type=float, default=0.0,
+                       help="GPUs per task; > 0 trains on CUDA, 0.25 packs four tasks on one GPU (default 0)")
+    sweep.add_argument("--store", help="run store folder (default $LTH_RUNS_DIR or ./runs)")
+    sweep.add_argument("--json", help="write the summary here (a folder when the sweep makes several)")
+    sweep.add_argument("--curves", metavar="JSON", help="also write the curves (a folder when several)")
+    sweep.set_defaults(func=cmd_sweep)
     return top
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        args.func(args)
-    except (UsageError, ValueError, DataError, StoreError, UnknownModelError, FileNotFoundError) as e:
+        code = args.func(args)
+    except (UsageError, ValueError, DataError, StoreError, UnknownModelError, FileNotFoundError,
+            FloatingPointError) as e:
         print(f"lth: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("lth: interrupted; finished rounds are kept in the store and the next run resumes.", file=sys.stderr)
         return 130
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

@@ -56,8 +56,10 @@ class Grid:
                 prof = get_preset(preset).profile(profile)
                 rounds = len(self.oneshot) if self.oneshot else (prof.rounds if self.rounds is None else self.rounds)
                 trials = prof.trials if self.trials is None else self.trials
-                if rounds < 0 or trials < 1:
-                    raise ValueError(f"rounds must be >= 0 and trials >= 1; got {rounds} and {trials}.")
+                if rounds < 0:
+                    raise ValueError(f"--rounds must be >= 0; got {rounds}.")
+                if trials < 1:
+                    raise ValueError(f"--trials must be >= 1; got {trials}.")
                 for strategy in ("reset",) if self.oneshot else self.strategies:
                     cell = dict(preset=preset, profile=profile, trials=trials, strategy=strategy,
                                 controls=tuple(self.controls), oneshot=tuple(self.oneshot), rates=dict(self.rates),
@@ -105,11 +107,15 @@ class SweepResult:
     provenance: dict[str, Any] = field(default_factory=dict)
 
 
+class RayMissing(ImportError):
+    pass
+
+
 def _ray():
     try:
         import ray
     except ImportError:
-        raise ImportError(INSTALL) from None
+        raise RayMissing(INSTALL) from None
     return ray
 
 
@@ -343,11 +349,27 @@ class _Driver:
 
     def _failed(self, node: _Node, error: Exception) -> None:
         node.failed = True
-        if any(up.failed for up in node.upstream):
+        if self._upstream_failed(node):
             self.result.skipped += 1
             return
         cause = getattr(error, "cause", None) or error
         self.result.failures.append(f"{node.label} round {node.index} failed: {type(cause).__name__}: {cause}")
+
+    def _upstream_failed(self, node: _Node) -> bool:
+        """Whether an earlier round of its chain failed (Ray fails the dependents of a failed task too),
+        whether or not the driver has taken that failure from `pending` yet."""
+        for up in node.upstream:
+            if up.failed:
+                return True
+            ref = up.refs.get("metrics")
+            if ref is not None and ref in self.pending and self.ray.wait([ref], timeout=0)[0]:
+                try:
+                    self.ray.get(ref)
+                except Exception:
+                    return True
+            if self._upstream_failed(up):
+                return True
+        return False
 
     def _summary(self, cell, runs) -> dict[str, Any] | None:
         """The cell's summary, read from the store as `run_grid` reads it; None if a round is missing."""

@@ -174,5 +174,6 @@ def train(model: nn.Module, mask: Mask, splits: Splits, config: TrainConfig, see
                     progress.update(iteration - (curves["iteration"][-2] if len(curves["iteration"]) > 1
                                                  else start_iteration))
                 if not math.isfinite(results[0]):
-                    raise FloatingPointError(f"training diverged at iteration {iteration} (loss {results[0]}).")
+                    raise FloatingPointError(f"training diverged at iteration {iteration} (loss {results[0]}); "
+                                             f"lower the learning rate (--lr).")
     return {"curves": curves, **summarize(curves, config.report_at)}, snapshot

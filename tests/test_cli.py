@@ -191,3 +191,10 @@ def test_report_draws_a_curves_file_without_training(tiny_runs, tmp_path, capsys
     assert names == {f"lenet-mnist-quick{s}" for s in ("-density.png", "-accuracy.png", "-early_stop.png",
                                                        "-curves.png", ".csv", ".md")}
     assert all((tmp_path / "rep" / n).stat().st_size > 1000 for n in names if n.endswith(".png"))
+
+
+def test_divergence_is_one_line_naming_the_fix(tiny_runs, tmp_path, capsys):
+    assert _run("--lr", "1e30", store=tmp_path / "store") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lth: error: training diverged at iteration 10 (loss nan); lower the learning rate")
+    assert err.count("\n") == 1
