@@ -122,7 +122,11 @@ def cmd_run(args) -> None:
           f"{config.iterations:,} iterations at lr {config.lr:g}, batch {config.batch_size}, "
           f"evaluated every {config.eval_every}"
           + (f", controls {', '.join(grid['controls'])}" if grid["controls"] else "") + f"; store {grid['store'].root}")
-    summary = run_grid(**grid)
+    try:
+        summary = run_grid(**grid)
+    finally:  # an error below is then one clean line, not appended to a half-drawn bar
+        if holder.get("bar"):
+            holder["bar"].close()
     print("\n" + to_markdown(summary))
     if args.curves:
         save_summary({**summary, "provenance": provenance(grid["device"])}, args.curves, compact=True)

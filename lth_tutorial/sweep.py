@@ -1,7 +1,6 @@
 """Sweeps: grids of presets x profiles x strategies x trials x controls, run as one Ray task graph.
 
-Owns `Grid` (one grid, what `lth sweep`'s flags or a TOML file describe), `load_grids`, and
-`run_sweep`, the driver: it plans the graph against the run store (finished rounds are read, never
+Owns `run_sweep`, the driver of a list of `grids.Grid`: it plans the graph against the run store (finished rounds are read, never
 retrained), runs it on Ray (locally with no setup, or on a cluster at `address`), writes every round
 into the store as it arrives, and returns the same summaries `runner.run_grid` gives. Ticket round k+1
 depends on round k and a control's round k on the ticket's round-k mask; everything else runs at once.
@@ -13,85 +12,22 @@ of the grid still finishes. The tasks themselves are `sweep_tasks`.
 from __future__ import annotations
 
 import contextlib
-import tomllib
 from collections import Counter
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import sweep_tasks as tasks
 from .data import load_splits
 from .lottery import Experiment, RunFolders, run_folders
-from .presets import current_profile, get_preset
-from .rounds import initial_weights
+from .grids import Grid, load_grids
 from .reports import round_line
-from .runner import grid_experiments, summary_of
+from .rounds import initial_weights
+from .runner import summary_of
 from .store import RunStore
 
 RETRIES = 3  # a task whose worker process or node dies is run again, up to this many times
 INSTALL = 'lth sweep needs Ray: pip install -e ".[sweep]" (or pip install "ray>=2.9").'
-
-
-@dataclass(frozen=True)
-class Grid:
-    """One grid: every preset x profile x strategy, each with its trials and controls."""
-
-    presets: tuple[str, ...]
-    profiles: tuple[str, ...] = ()        # default: $LTH_PROFILE or quick
-    strategies: tuple[str, ...] = ("reset",)
-    controls: tuple[str, ...] = ()
-    trials: int | None = None             # default: each profile's
-    rounds: int | None = None             # default: each profile's
-    oneshot: tuple[float, ...] = ()       # one-shot densities instead of the strategies
-    rates: dict[str, float] = field(default_factory=dict)
-    scope: str | None = None
-    train: dict[str, Any] = field(default_factory=dict)   # iterations, lr, eval_every, batch_size
-    only_trials: tuple[int, ...] = ()
-
-    def cells(self) -> list[dict[str, Any]]:
-        """One `run_grid`-style description per summary, each validated before anything trains."""
-        out = []
-        for preset in self.presets:
-            for profile in self.profiles or (current_profile(),):
-                prof = get_preset(preset).profile(profile)
-                rounds = len(self.oneshot) if self.oneshot else (prof.rounds if self.rounds is None else self.rounds)
-                trials = prof.trials if self.trials is None else self.trials
-                if rounds < 0:
-                    raise ValueError(f"--rounds must be >= 0; got {rounds}.")
-                if trials < 1:
-                    raise ValueError(f"--trials must be >= 1; got {trials}.")
-                for strategy in ("reset",) if self.oneshot else self.strategies:
-                    cell = dict(preset=preset, profile=profile, trials=trials, strategy=strategy,
-                                controls=tuple(self.controls), oneshot=tuple(self.oneshot), rates=dict(self.rates),
-                                scope=self.scope, train=dict(self.train), only_trials=tuple(self.only_trials))
-                    out.append({**cell, "rounds": rounds, "experiments": grid_experiments(**cell)})
-        return out
-
-
-_LISTS = {"presets", "profiles", "strategies", "controls", "oneshot", "only_trials"}
-
-
-def load_grids(path: str | Path) -> list[Grid]:
-    """Grids from a TOML file: top-level keys are `Grid` fields (defaults for every grid); each
-    `[[grid]]` table is one grid that overrides them. Without `[[grid]]`, the file is one grid."""
-    try:
-        data = tomllib.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise ValueError(f"sweep file {path} does not exist.") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ValueError(f"sweep file {path} is not valid TOML: {e}.") from None
-    tables = data.pop("grid", [{}])
-    known = {f.name for f in fields(Grid)}
-    grids = []
-    for table in tables:
-        merged = {**data, **table}
-        unknown = sorted(set(merged) - known)
-        if unknown:
-            raise ValueError(f"sweep file {path}: unknown key(s) {', '.join(unknown)}; use {', '.join(sorted(known))}.")
-        if "presets" not in merged:
-            raise ValueError(f"sweep file {path}: every grid needs presets = [...].")
-        grids.append(Grid(**{k: tuple(v) if k in _LISTS else v for k, v in merged.items()}))
-    return grids
 
 
 @dataclass
@@ -202,7 +138,9 @@ class _Driver:
 
     def run(self) -> SweepResult:
         self._check_resources()
-        self.env, self.result.provenance = self.ray.get(self._task("probe", 1, self.device, self.threads))
+        probe = self._task("probe", 1, self.device, self.threads)
+        self._data(self.cells[0]["experiments"][0])  # loaded here while the probe's worker starts
+        self.env, self.result.provenance = self.ray.get(probe)
         runs = [(cell, exp, run_folders(exp, self.store, env=self.env)) for cell in self.cells
                 for exp in cell["experiments"]]
         folders = sorted({p for _, _, f in runs for p in (f.dense, f.ticket, f.control) if p is not None})
@@ -381,3 +319,6 @@ class _Driver:
                 return None
             found.append((exp, [self.store.load_json(run.round(k) / "metrics.json") for k in wanted]))
         return summary_of(found, cell["rounds"], cell["controls"], self.curve_points)
+
+
+__all__ = ["run_sweep", "SweepResult", "Grid", "load_grids", "RETRIES", "RayMissing"]

@@ -195,6 +195,6 @@ def test_report_draws_a_curves_file_without_training(tiny_runs, tmp_path, capsys
 
 def test_divergence_is_one_line_naming_the_fix(tiny_runs, tmp_path, capsys):
     assert _run("--lr", "1e30", store=tmp_path / "store") == 2
-    err = capsys.readouterr().err
+    err = capsys.readouterr().err.rsplit("\r", 1)[-1]   # what a terminal shows once the bar is erased
     assert err.startswith("lth: error: training diverged at iteration 10 (loss nan); lower the learning rate")
     assert err.count("\n") == 1

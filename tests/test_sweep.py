@@ -228,3 +228,12 @@ def test_asking_for_gpus_the_cluster_lacks_is_one_line(data_root, tmp_path, caps
                  "--store", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "each task asks for 0.25 GPU(s), but the Ray cluster has 0" in err and err.count("\n") == 1
+
+
+def test_the_papers_grid_file_parses_and_validates():
+    """docs/sweeps/paper.toml: every preset at the paper profile, 5 trials, both controls; 4,325 rounds."""
+    grids = load_grids(Path(__file__).resolve().parent.parent / "docs" / "sweeps" / "paper.toml")
+    cells = [cell for grid in grids for cell in grid.cells()]
+    assert len(cells) == 13 and {c["profile"] for c in cells} == {"paper"}
+    rounds = sum(c["rounds"] + (0 if e.control == "none" else -1) + 1 for c in cells for e in c["experiments"])
+    assert rounds == 4325
