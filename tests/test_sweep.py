@@ -104,10 +104,26 @@ def _ray_workers(title: str) -> list[int]:
     return pids
 
 
+SLOW = {"iterations": 300, "eval_every": 100}   # rounds long enough to be killed in the middle of one
+SLOW_GRID = Grid(("lenet-mnist",), ("quick",), controls=("reinit",), trials=1, rounds=2, train=SLOW)
+
+
+@pytest.fixture(scope="module")
+def serial_slow(data_root, tmp_path_factory) -> dict:
+    """SLOW_GRID run serially at 1 thread."""
+    from lth_tutorial.runner import run_grid
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return run_grid("lenet-mnist", "quick", rounds=2, trials=1, controls=("reinit",), train=SLOW,
+                        store=RunStore(tmp_path_factory.mktemp("serial-slow")))
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds Ray's worker processes in /proc")
-def test_a_worker_killed_mid_task_is_retried_and_the_results_are_identical(data_root, tmp_path):
-    train = {"iterations": 300, "eval_every": 100}  # long enough to be killed in the middle of a round
-    grid = Grid(("lenet-mnist",), ("quick",), controls=("reinit",), trials=1, rounds=2, train=train)
+def test_a_worker_killed_mid_task_is_retried_and_the_results_are_identical(serial_slow, tmp_path):
     killed: list[int] = []
     stop = threading.Event()
 
@@ -127,22 +143,44 @@ def test_a_worker_killed_mid_task_is_retried_and_the_results_are_identical(data_
     killer = threading.Thread(target=kill_one_ticket_round)
     killer.start()
     try:
-        result = run_sweep([grid], store=RunStore(tmp_path / "sweep"), num_cpus=2, progress=False)
+        result = run_sweep([SLOW_GRID], store=RunStore(tmp_path / "sweep"), num_cpus=2, progress=False)
     finally:
         stop.set()
         killer.join()
     assert killed, "no ticket_task worker was seen running"
     assert result.failures == [] and result.trained == 5
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        from lth_tutorial.runner import run_grid
+    assert result.summaries[0] == serial_slow
 
-        expected = run_grid("lenet-mnist", "quick", rounds=2, trials=1, controls=("reinit",), train=train,
-                            store=RunStore(tmp_path / "serial"))
+
+def test_a_lost_node_is_survived_and_the_results_are_identical(serial_slow, tmp_path):
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    store = tmp_path / "store"
+    lost, removed = threading.Event(), []
+    try:
+        worker = cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+
+        def lose_the_worker_node():
+            while _finished(store) < 2 and not lost.is_set():
+                time.sleep(0.05)
+            if not lost.is_set():
+                cluster.remove_node(worker, allow_graceful=False)   # as a machine that loses power
+                removed.append(_finished(store))
+                lost.set()
+
+        remover = threading.Thread(target=lose_the_worker_node)
+        remover.start()
+        try:
+            result = run_sweep([SLOW_GRID], store=RunStore(store), address=cluster.address, progress=False)
+        finally:
+            lost.set()
+            remover.join()
     finally:
-        torch.set_num_threads(threads)
-    assert result.summaries[0] == expected
+        ray.shutdown()
+        cluster.shutdown()
+    assert removed and removed[0] < 5, removed     # the node went while rounds were still to be trained
+    assert result.failures == [] and result.trained == 5
+    assert result.summaries[0] == serial_slow
 
 
 def _finished(store: Path) -> int:
