@@ -12,7 +12,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from .data import DataError
-from .lottery import RoundProgress, check_strategy, resolve_device
+from .lottery import CONTROLS, METHODS, RoundProgress, check_strategy, resolve_device
 from .masks import PruningRule
 from .models import MODELS, UnknownModelError, count_weights, create_model, weight_kinds
 from .presets import PRESETS, PROFILES, TRAIN_OVERRIDES, current_profile, experiment, get_preset
@@ -100,12 +100,12 @@ def _grid(args, progress=None):
     train = {k: getattr(args, k) for k in TRAIN_OVERRIDES if getattr(args, k) is not None}
     # the whole selection checked here, before any data is loaded or anything is printed or trained
     experiment(preset.name, profile, strategy=args.strategy, oneshot=oneshot, rates=rates, scope=args.scope,
-               train=train)
+               train=train, method=args.method, control=args.control)
     controls = () if args.control == "none" else (args.control,)
     return dict(preset=preset.name, profile=profile, rounds=len(oneshot) if oneshot else rounds, trials=trials,
                 strategy=args.strategy, controls=controls, oneshot=oneshot, rates=rates,
                 scope=args.scope, train=train, store=RunStore(args.store), device=resolve_device(args.device), progress=progress,
-                only_trials=tuple(args.trial or ()))
+                only_trials=tuple(args.trial or ()), method=args.method)
 
 
 def cmd_run(args) -> None:
@@ -155,11 +155,12 @@ def _sweep_grids(args):
         raise UsageError("name at least one preset (see `lth list`), or give a grid file with --config.")
     for name in args.presets:
         get_preset(name)
-    controls = tuple(c for c in _values(args.control, "--control", ("none", "reinit", "random")) if c != "none")
+    controls = tuple(c for c in _values(args.control, "--control", CONTROLS) if c != "none")
     train = {k: getattr(args, k) for k in TRAIN_OVERRIDES if getattr(args, k) is not None}
     return [Grid(tuple(args.presets), _values(args.profile, "--profile", PROFILES),
                  _values(args.strategy, "--strategy") or ("reset",), controls, args.trials, args.rounds,
-                 _oneshot(args.oneshot), _rates(args.rate), args.scope, train, tuple(args.trial or ()))]
+                 _oneshot(args.oneshot), _rates(args.rate), args.scope, train, tuple(args.trial or ()),
+                 _values(args.method, "--method", METHODS) or ("magnitude",))]
 
 
 def _outputs(path: str, summaries: list[dict], suffix: str) -> list[Path]:
@@ -168,7 +169,8 @@ def _outputs(path: str, summaries: list[dict], suffix: str) -> list[Path]:
         return [Path(path)]
     if path.endswith(".json"):
         raise UsageError(f"the sweep made {len(summaries)} summaries; give a folder, not {path}.")
-    names = [f"{s['preset']}-{s['profile']}-{s['runs'][0]['strategy'].replace(':', '')}" for s in summaries]
+    names = [f"{s['preset']}-{s['profile']}-{s['runs'][0].get('method') or s['runs'][0]['strategy'].replace(':', '')}"
+             for s in summaries]
     # grids that differ only in training or rates: the name alone would collide, the config's hash does not
     names = [n if names.count(n) == 1 else f"{n}-{key_hash(s['config'])[:6]}" for n, s in zip(names, summaries)]
     return [Path(path) / f"{name}{suffix}.json" for name in names]
@@ -251,8 +253,12 @@ def _selectors(p: argparse.ArgumentParser) -> None:
                    help="run only trial N of --trials (repeatable): split trials across processes or machines; "
                         "the same store then holds them all")
     p.add_argument("--strategy", default="reset", help="reset | continue | rewind:K (default reset)")
-    p.add_argument("--control", default="none", choices=("none", "reinit", "random"),
-                   help="also run a control on each ticket's masks")
+    p.add_argument("--control", default="none", choices=CONTROLS,
+                   help="also run a control on each ticket's masks (shuffle and invert: the ablations of "
+                        "pruning at initialization, with --method)")
+    p.add_argument("--method", default="magnitude", choices=METHODS,
+                   help="what scores the weights: magnitude after training (IMP, default), or a method at "
+                        "initialization, pruning straight to each --oneshot density")
     p.add_argument("--oneshot", metavar="DENSITY", help="prune once, straight to DENSITY (or a comma list)")
     p.add_argument("--rate", action="append", metavar="KIND=RATE",
                    help="override a layer kind's pruning rate: the paper's rate per round (conv, fc, output, "
@@ -297,6 +303,7 @@ def parser() -> argparse.ArgumentParser:
     sweep.add_argument("--strategy", help="reset | continue | rewind:K, comma-separated (default reset)")
     sweep.add_argument("--control", help="reinit, random, or both comma-separated")
     sweep.add_argument("--oneshot", metavar="DENSITY", help="prune once, straight to each DENSITY (comma list)")
+    sweep.add_argument("--method", help="magnitude (IMP, default) and/or methods at initialization, comma-separated")
     sweep.add_argument("--rate", action="append", metavar="KIND=RATE", help="as for `lth run`")
     sweep.add_argument("--scope", choices=("layerwise", "global"), help="override the pruning scope")
     for name, kind, text in (("--iterations", int, "training iterations per round"), ("--lr", float, "learning rate"),

@@ -30,6 +30,7 @@ class Grid:
     scope: str | None = None
     train: dict[str, Any] = field(default_factory=dict)   # iterations, lr, eval_every, batch_size
     only_trials: tuple[int, ...] = ()
+    methods: tuple[str, ...] = ("magnitude",)   # magnitude after training, or methods at initialization
 
     def cells(self) -> list[dict[str, Any]]:
         """One `run_grid`-style description per summary, each validated before anything trains."""
@@ -43,15 +44,17 @@ class Grid:
                     raise ValueError(f"--rounds must be >= 0; got {rounds}.")
                 if trials < 1:
                     raise ValueError(f"--trials must be >= 1; got {trials}.")
-                for strategy in ("reset",) if self.oneshot else self.strategies:
-                    cell = dict(preset=preset, profile=profile, trials=trials, strategy=strategy,
-                                controls=tuple(self.controls), oneshot=tuple(self.oneshot), rates=dict(self.rates),
-                                scope=self.scope, train=dict(self.train), only_trials=tuple(self.only_trials))
-                    out.append({**cell, "rounds": rounds, "experiments": grid_experiments(**cell)})
+                for method in self.methods:
+                    for strategy in ("reset",) if self.oneshot else self.strategies:
+                        cell = dict(preset=preset, profile=profile, trials=trials, strategy=strategy,
+                                    controls=tuple(self.controls), oneshot=tuple(self.oneshot),
+                                    rates=dict(self.rates), scope=self.scope, train=dict(self.train),
+                                    only_trials=tuple(self.only_trials), method=method)
+                        out.append({**cell, "rounds": rounds, "experiments": grid_experiments(**cell)})
         return out
 
 
-_LISTS = {"presets", "profiles", "strategies", "controls", "oneshot", "only_trials"}
+_LISTS = {"presets", "profiles", "strategies", "controls", "oneshot", "only_trials", "methods"}
 
 
 def load_grids(path: str | Path) -> list[Grid]:

@@ -32,13 +32,16 @@ import torch
 
 from .data import DataConfig, Splits, load_splits
 from .masks import Mask, PruningRule
+from .pruning_at_init import METHODS as _AT_INIT
 from .rounds import (Trained, Weights, control_mask, control_start, dense_mask, initial_weights,
                      rewind_snapshot, ticket_mask, ticket_start, train_round)
 from .seeds import derive_seed
 from .store import RunStore, changed_fields, environment
 from .training import TrainConfig, set_deterministic
 
-CONTROLS = ("none", "reinit", "random")
+AT_INIT = tuple(_AT_INIT)
+CONTROLS = ("none", "reinit", "random", "shuffle", "invert")
+METHODS = ("magnitude", *AT_INIT)   # magnitude after training (IMP), or a method at initialization
 _REWIND = re.compile(r"^rewind:(\d+)$")
 
 
@@ -59,6 +62,7 @@ class Experiment:
     strategy: str = "reset"
     control: str = "none"
     oneshot: tuple[float, ...] = ()   # target densities; empty means iterative pruning
+    method: str = "magnitude"         # what scores the weights: magnitude after training, or at init
     trial: int = 0                    # trials draw independent inits and data orders (`seeds`)
     preset: str = ""                  # provenance: names the store folder the run lives in
     profile: str = ""
@@ -72,8 +76,16 @@ class Experiment:
             raise ValueError(f"unknown control {self.control!r}; choose one of {', '.join(CONTROLS)}.")
         if self.oneshot and self.strategy != "reset":
             raise ValueError("one-shot pruning resets to the initial weights (strategy reset).")
-        if self.oneshot and self.control != "none":
-            raise ValueError("controls are defined on the iterative tickets; run them without --oneshot.")
+        if self.method not in METHODS:
+            raise ValueError(f"unknown pruning method {self.method!r}; choose one of {', '.join(METHODS)}.")
+        if self.method != "magnitude" and not self.oneshot:
+            raise ValueError(f"{self.method} prunes at initialization, straight to each density: give "
+                             f"--oneshot D1,D2,... (e.g. 0.2,0.036).")
+        if self.oneshot and self.control != "none" and self.method == "magnitude":
+            raise ValueError("controls are defined on the iterative tickets and on pruning at initialization; "
+                             "run them without --oneshot, or with a --method.")
+        if self.control in ("shuffle", "invert") and self.method == "magnitude":
+            raise ValueError(f"the {self.control} ablation is defined for pruning at initialization; give --method.")
         for density in self.oneshot:
             if not 0.0 < density < 1.0:
                 raise ValueError(f"one-shot density must be in (0, 1); got {density}.")
@@ -125,7 +137,9 @@ class Experiment:
     def ticket_key(self) -> dict[str, Any]:
         return {**self.dense_key(), "pruning": {"rates": dict(sorted(self.pruning.rates.items())),
                                                 "scope": self.pruning.scope},
-                "strategy": self.strategy, "oneshot": list(self.oneshot)}
+                "strategy": self.strategy, "oneshot": list(self.oneshot),
+                # only when set, so runs made before methods existed keep their folders
+                **({"method": self.method} if self.method != "magnitude" else {})}
 
     @property
     def group(self) -> str:
@@ -133,6 +147,8 @@ class Experiment:
 
     @property
     def ticket_name(self) -> str:
+        if self.method != "magnitude":
+            return f"t{self.trial}-{self.method}"
         return f"t{self.trial}-" + ("oneshot" if self.oneshot else self.strategy.replace(":", ""))
 
 
@@ -295,7 +311,7 @@ def _run_ticket(experiment, rounds, store, folders, device, progress, splits) ->
             trained = store.load_tensors(previous / "trained.pt", device)
             dense = store.load_tensors(folders.round(0) / "trained.pt", device) if experiment.oneshot else None
             mask = ticket_mask(experiment, index, trained, None if experiment.oneshot else
-                               Mask(store.load_tensors(previous / "mask.pt", device)), dense)
+                               Mask(store.load_tensors(previous / "mask.pt", device)), dense, init, splits)
             _train_round(experiment, store, folders.round(index), index, ticket_start(experiment, init, trained, rewind),
                          mask, splits, progress, start_iteration=experiment.start_iteration)
             if index >= 3:  # older trained weights are not needed again; the previous round's are kept,
@@ -305,10 +321,12 @@ def _run_ticket(experiment, rounds, store, folders, device, progress, splits) ->
 
 def _run_control(experiment, wanted, store, folders, device, progress, splits) -> None:
     ticket = replace(folders, control=None)
+    init = store.load_tensors(folders.dense / "init.pt", device)
     for index in wanted:
         if (folders.round(index) / "metrics.json").exists():
             continue
-        mask = control_mask(experiment, index, Mask(store.load_tensors(ticket.round(index) / "mask.pt", device)))
-        _train_round(experiment, store, folders.round(index), index, control_start(experiment, index), mask,
+        mask = control_mask(experiment, index, Mask(store.load_tensors(ticket.round(index) / "mask.pt", device)),
+                            init, splits)
+        _train_round(experiment, store, folders.round(index), index, control_start(experiment, index, init), mask,
                      splits, progress, start_iteration=experiment.start_iteration)
         store.discard(folders.round(index - 1) / "trained.pt")  # no later round needs a control's weights

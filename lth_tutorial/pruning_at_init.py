@@ -102,7 +102,8 @@ def synflow_scores(model: nn.Module, batch=None, seed: int = 0, mask: Mask | Non
                 tensor.abs_()
         if mask is not None:
             for name, w in _weights(model).items():
-                w.mul_(mask[name].to(w.device))
+                if name in mask:
+                    w.mul_(mask[name].to(w.device))
     weights = _weights(model)
     shape = batch[0].shape[1:] if batch is not None else _input_shape(model)
     ones = torch.ones((1, *shape), dtype=torch.float64, device=next(model.parameters()).device)
@@ -159,20 +160,33 @@ def keep_top(scores: Scores, density: float, mask: Mask | None = None) -> Mask:
     return out
 
 
+def scoring_passes(method: str, iterations: int | None = None) -> int:
+    """How many scoring passes (forward + backward) `method` makes: its cost before any training."""
+    return {"magnitude-init": 0, "random": 0, "snip": 1, "grasp": 2}.get(
+        method, SYNFLOW_ITERATIONS if iterations is None else iterations)
+
+
 def prune_at_init(method: str, model: nn.Module, density: float, batch=None, seed: int = 0,
-                  invert: bool = False, iterations: int | None = None) -> Mask:
-    """The mask `method` gives `model` at `density` (of its prunable weights): one scoring pass, or for
-    SynFlow `iterations` (default 100) passes on the exponential schedule density^(k/n)."""
+                  invert: bool = False, iterations: int | None = None, names: list[str] | None = None) -> Mask:
+    """The mask `method` gives `model` at `density` of the weights `names` (default: every conv and
+    linear weight; any other weight is kept whole): one scoring pass, or for SynFlow `iterations`
+    (default 100) passes on the exponential schedule density^(k/n)."""
     check_method(method)
     check_density(density)
     if method in ("snip", "grasp") and batch is None:
         raise ValueError(f"{method} scores on a batch of training data; pass batch=scoring_batch(...).")
+    every = _weights(model)
+    names = list(every) if names is None else names
+    whole = Mask({n: torch.ones_like(w, dtype=torch.bool) for n, w in every.items() if n not in names})
+
+    def pick(scores: Scores) -> Scores:
+        chosen = {n: scores[n] for n in names}
+        return inverted(chosen) if invert else chosen
+
     if method != "synflow":
-        scores = METHODS[method](model, batch, seed)
-        return keep_top(inverted(scores) if invert else scores, density)
-    steps = SYNFLOW_ITERATIONS if iterations is None else iterations
-    mask = Mask.ones_like({n: w for n, w in _weights(model).items()})
+        return Mask({**whole, **keep_top(pick(METHODS[method](model, batch, seed)), density)})
+    steps = scoring_passes(method, iterations)
+    mask = Mask.ones_like({n: every[n] for n in names})
     for k in range(1, steps + 1):
-        scores = synflow_scores(model, batch, seed, mask)
-        mask = keep_top(inverted(scores) if invert else scores, density ** (k / steps), mask)
-    return mask
+        mask = keep_top(pick(synflow_scores(model, batch, seed, mask)), density ** (k / steps), mask)
+    return Mask({**whole, **mask})

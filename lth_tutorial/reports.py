@@ -64,7 +64,12 @@ METRICS = ("early_stop_iteration", "early_stop_val_loss", "early_stop_test_accur
 
 
 def label(run: dict) -> str:
-    """A run's series name: the ticket by its strategy, a control by what it randomizes."""
+    """A run's series name: the ticket by its strategy (or its method at initialization), a control by
+    what it randomizes."""
+    if run.get("method"):
+        ablation = {"reinit": "reinit", "random": "random sparsity", "shuffle": "layer-wise shuffle",
+                    "invert": "inverted"}.get(run["control"])
+        return run["method"] + (f" ({ablation})" if ablation else "")
     if run["control"] == "reinit":
         return "random reinit"
     if run["control"] == "random":

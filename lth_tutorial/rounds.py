@@ -17,7 +17,11 @@ import torch
 from .data import Splits
 from .masks import Mask, PruningRule, prune_magnitude, prune_oneshot, random_mask_like
 from .models import create_model, weight_kinds
+from .pruning_at_init import prune_at_init, scoring_batch, scoring_passes
+from .seeds import derive_seed
 from .training import Progress, train
+
+SCORING_PER_CLASS = 10  # SNIP / GraSP score on 10 examples of every class (the "missing the mark" code's snip10)
 
 Weights = dict[str, torch.Tensor]
 
@@ -64,10 +68,42 @@ def prunable_target(density: float, weights: Weights, kinds: dict[str, str], rul
     return share
 
 
-def ticket_mask(experiment, index: int, trained_previous: Weights, mask_previous: Mask | None,
-                trained_dense: Weights | None = None) -> Mask:
-    """The ticket's mask of round `index` >= 1: the previous round's survivors pruned by magnitude, or
-    (one-shot) the dense trained network pruned straight to the round's target."""
+def at_init_mask(experiment, index: int, init: Weights, splits: Splits, invert: bool = False) -> Mask:
+    """Round `index`'s mask from `experiment.method` scored on the initialization, at the round's
+    one-shot target (a Pm, as `prunable_target` converts it); `invert` keeps what it would prune."""
+    model = create_model(experiment.model, dropout=experiment.dropout).to(splits.train.images.device)
+    model.load_state_dict(init)
+    kinds = weight_kinds(model)
+    share = prunable_target(experiment.oneshot[index - 1], init, kinds, experiment.pruning)
+    seed = derive_seed(experiment.trial, "ticket", index, "score")
+    batch = scoring_batch(splits.train, SCORING_PER_CLASS, seed) if experiment.method in ("snip", "grasp") else None
+    return prune_at_init(experiment.method, model, share, batch, seed=seed, invert=invert,
+                         names=experiment.pruning.prunable(kinds))
+
+
+def mask_cost(experiment, index: int) -> dict[str, int]:
+    """What obtaining round `index`'s mask cost: training iterations (IMP: every earlier round) and
+    scoring passes (pruning at initialization); a control's mask costs what its ticket's did."""
+    t, k = experiment.train.iterations, experiment.start_iteration
+    if index == 0:
+        iterations, passes = 0, 0
+    elif experiment.method != "magnitude":
+        iterations, passes = 0, scoring_passes(experiment.method)
+    elif experiment.oneshot:
+        iterations, passes = t, 0
+    else:  # rounds 0..index-1, each after round 0 resuming at k
+        iterations, passes = t + (index - 1) * (t - k), 0
+    return {"mask_iterations": iterations, "scoring_passes": passes, "train_iterations": t - (k if index else 0)}
+
+
+def ticket_mask(experiment, index: int, trained_previous: Weights | None, mask_previous: Mask | None,
+                trained_dense: Weights | None = None, init: Weights | None = None,
+                splits: Splits | None = None) -> Mask:
+    """The ticket's mask of round `index` >= 1: the previous round's survivors pruned by magnitude,
+    (one-shot) the dense trained network pruned straight to the round's target, or (a method at
+    initialization) the init scored by that method."""
+    if experiment.method != "magnitude":
+        return at_init_mask(experiment, index, init, splits)
     kinds = weight_kinds(create_model(experiment.model, dropout=experiment.dropout))
     if experiment.oneshot:
         base = trained_dense if trained_dense is not None else trained_previous
@@ -85,15 +121,22 @@ def ticket_start(experiment, init: Weights, trained_previous: Weights | None, re
     return rewind
 
 
-def control_mask(experiment, index: int, ticket_mask_of_round: Mask) -> Mask:
-    """A control's mask of round `index`: the ticket's own (`reinit`) or a random one of its densities."""
-    if experiment.control == "random":
+def control_mask(experiment, index: int, ticket_mask_of_round: Mask, init: Weights | None = None,
+                 splits: Splits | None = None) -> Mask:
+    """A control's mask of round `index`: the ticket's own (`reinit`), one at random positions with its
+    per-layer counts (`random`, and `shuffle`, the same draw), or the method's inverted scores (`invert`)."""
+    if experiment.control in ("random", "shuffle"):
         return random_mask_like(Mask(ticket_mask_of_round), experiment.control_seed(index, "mask"))
+    if experiment.control == "invert":
+        return at_init_mask(experiment, index, init, splits, invert=True)
     return Mask(ticket_mask_of_round)
 
 
-def control_start(experiment, index: int) -> Weights:
-    """A control's fresh init, its own per trial and round."""
+def control_start(experiment, index: int, init: Weights | None = None) -> Weights:
+    """A control's start: a fresh init of its own per trial and round (`reinit`, `random`), or the
+    ticket's init (`shuffle`, `invert`: "missing the mark" changes only the mask)."""
+    if experiment.control in ("shuffle", "invert"):
+        return init
     return initial_weights(experiment, experiment.control_seed(index, "init"))
 
 
@@ -109,7 +152,7 @@ def train_round(experiment, index: int, start: Weights, mask: Mask, splits: Spli
                               augment=experiment.data.augment, snapshot_at=snapshot_at,
                               start_iteration=start_iteration, progress=progress)
     metrics = {"round": index, "density": mask.density(), "kind_density": kind_densities(mask, kinds),
-               "start_iteration": start_iteration, "seconds": round(time.perf_counter() - started, 2),
+               "start_iteration": start_iteration, **mask_cost(experiment, index), "seconds": round(time.perf_counter() - started, 2),
                "device": str(device), "layer_density": mask.layer_densities(), **metrics}
     return Trained(metrics, model.state_dict(), snapshot)
 

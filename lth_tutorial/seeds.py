@@ -9,7 +9,9 @@ What shares a seed, on purpose:
   - a ticket and its controls train with one data order and dropout stream, (trial, "ticket", 0, "data"),
     so a control differs from its ticket only in what it controls (initialization or mask).
 Everything else is distinct: a reinit control draws (trial, "reinit", k, "init") in round k, the random
-control its mask from (trial, "random", k, "mask") and its init from (trial, "random", k, "init").
+control its mask from (trial, "random", k, "mask") and its init from (trial, "random", k, "init"); a
+method at initialization draws its scoring batch (and random scores) from (trial, "ticket", k, "score"),
+which its inverted ablation shares, so both rank one set of scores.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import numpy as np
 # Fixed forever: changing any of these changes every run's result (the store's schema would have to change).
 ENTROPY = 0x1077_7EC4_E75  # "lottery tickets"
 RUN_KINDS = ("ticket", "reinit", "random", "shuffle", "invert")
-PURPOSES = ("init", "data", "mask")
+PURPOSES = ("init", "data", "mask", "score")  # append only: an index is part of every seed's key
 
 
 def derive_seed(trial: int, kind: str, round_index: int, purpose: str) -> int:

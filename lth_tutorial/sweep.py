@@ -245,7 +245,7 @@ class _Driver:
                                else ("mask",)), None)
         if not self._done(node):
             self._submit(node, "control_task", exp, index, self.device, self.threads, self.env, self._data(exp),
-                         self._ref(source, "mask"))
+                         self._ref(source, "mask"), self._stored(run.dense / "init.pt"))
 
     # ---- running: write each round into the store as it arrives ----------------------------------
 

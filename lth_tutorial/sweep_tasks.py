@@ -101,18 +101,22 @@ def ticket_task(exp: Experiment, index: int, device: str, threads: int, env: dic
     """Ticket round `index` >= 1: prune the previous round, start as the strategy says, train."""
     _prepare(device, threads, env)
     splits = _splits(data, device)
-    mask = ticket_mask(exp, index, trained_previous, mask_previous, trained_dense)
+    start = {k: v.to(device) for k, v in start.items()}
+    mask = ticket_mask(exp, index, trained_previous, mask_previous, trained_dense, init=start, splits=splits)
     result = train_round(exp, index, start, mask, splits, start_iteration=exp.start_iteration)
     return _cpu(mask), _cpu(result.weights), _done(result.metrics)
 
 
 def control_task(exp: Experiment, index: int, device: str, threads: int, env: dict, data: list,
-                 ticket_mask_of_round: Mask):
-    """A control's round `index`: its mask from the ticket's, a fresh init, the ticket's data order."""
+                 ticket_mask_of_round: Mask, init: Weights):
+    """A control's round `index`: its mask from the ticket's (or the method's inverted scores), its start
+    (a fresh init, or the ticket's `init`), the ticket's data order."""
     _prepare(device, threads, env)
     splits = _splits(data, device)
-    mask = control_mask(exp, index, ticket_mask_of_round)
-    result = train_round(exp, index, control_start(exp, index), mask, splits, start_iteration=exp.start_iteration)
+    init = {k: v.to(device) for k, v in init.items()}
+    mask = control_mask(exp, index, ticket_mask_of_round, init, splits)
+    result = train_round(exp, index, control_start(exp, index, init), mask, splits,
+                         start_iteration=exp.start_iteration)
     return _cpu(mask), _cpu(result.weights), _done(result.metrics)
 
 

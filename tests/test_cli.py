@@ -73,6 +73,10 @@ def test_trials_split_across_calls_meet_in_one_store(tiny_runs, tmp_path, capsys
     (("--lr", "-0.1"), "--lr must be a positive float; got -0.1"),
     (("--eval-every", "50"), "--eval-every 50 is more than the 30 iterations per round"),
     (("--batch-size", "60000"), "--batch-size 60000 is more than the 55,000 training examples"),
+    (("--method", "snip"), "snip prunes at initialization, straight to each density: give --oneshot"),
+    (("--control", "shuffle"), "the shuffle ablation is defined for pruning at initialization; give --method"),
+    (("--method", "synflow", "--oneshot", "0.2", "--control", "invert", "--strategy", "continue"),
+     "one-shot pruning resets to the initial weights"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tiny_runs, tmp_path, capsys, extra, message):
     assert _run(*extra, store=tmp_path / "store") == 2

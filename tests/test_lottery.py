@@ -432,8 +432,14 @@ def test_bad_input_is_rejected_clearly(ticket):
     for strategy in ("rewind:x", "foo", "rewind:", "rewind:-3"):
         with pytest.raises(ValueError, match=f"unknown strategy '{strategy}'.*rewind:K"):
             replace(exp, strategy=strategy)
-    with pytest.raises(ValueError, match="unknown control 'shuffle'.*reinit, random"):
+    with pytest.raises(ValueError, match="unknown control 'flip'.*reinit, random, shuffle, invert"):
+        replace(exp, control="flip")
+    with pytest.raises(ValueError, match="the shuffle ablation is defined for pruning at initialization"):
         replace(exp, control="shuffle")
+    with pytest.raises(ValueError, match="unknown pruning method 'obd'; choose one of magnitude, magnitude-init"):
+        replace(exp, method="obd")
+    with pytest.raises(ValueError, match="snip prunes at initialization, straight to each density"):
+        replace(exp, method="snip")
     with pytest.raises(ValueError, match="one-shot"):
         replace(exp, strategy="continue", oneshot=(0.5,))
     with pytest.raises(ValueError, match=r"\(0, 1\)"):

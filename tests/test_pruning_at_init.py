@@ -139,3 +139,20 @@ def test_scoring_batch_refuses_too_few_examples():
     split = Split(torch.zeros(4, 1, 2, 2), torch.tensor([0, 0, 1, 1]))
     with pytest.raises(ValueError, match="class 0 has 2 examples, fewer than the 3"):
         scoring_batch(split, per_class=3)
+
+
+def test_mask_cost_counts_the_training_and_scoring_a_mask_took():
+    from lth_tutorial.presets import experiment
+    from lth_tutorial.rounds import mask_cost
+
+    def cost(index, **kw):
+        return mask_cost(experiment("lenet-mnist", "quick", **kw), index)   # 3,000 iterations per round
+
+    assert cost(0) == {"mask_iterations": 0, "scoring_passes": 0, "train_iterations": 3000}
+    assert cost(3) == {"mask_iterations": 9000, "scoring_passes": 0, "train_iterations": 3000}  # rounds 0-2
+    assert cost(3, strategy="rewind:100") == {"mask_iterations": 8800, "scoring_passes": 0, "train_iterations": 2900}
+    assert cost(2, oneshot=(0.5, 0.2))["mask_iterations"] == 3000                                # the dense round
+    assert cost(1, oneshot=(0.2,), method="snip") == {"mask_iterations": 0, "scoring_passes": 1,
+                                                       "train_iterations": 3000}
+    assert cost(1, oneshot=(0.2,), method="synflow")["scoring_passes"] == 100
+    assert cost(1, oneshot=(0.2,), method="grasp", control="invert")["scoring_passes"] == 2

@@ -275,3 +275,24 @@ def test_the_papers_grid_file_parses_and_validates():
     assert len(cells) == 13 and {c["profile"] for c in cells} == {"paper"}
     rounds = sum(c["rounds"] + (0 if e.control == "none" else -1) + 1 for c in cells for e in c["experiments"])
     assert rounds == 4325
+
+
+def test_methods_at_initialization_and_their_ablations_sweep_as_they_run(data_root, tmp_path):
+    """SNIP, GraSP and SynFlow masks with the inverted and shuffled ablations: sweep == serial, exactly."""
+    from lth_tutorial.runner import run_grid
+
+    tiny = {"iterations": 30, "eval_every": 10}
+    grid = Grid(("lenet-mnist",), ("quick",), controls=("invert", "shuffle"), trials=1, oneshot=(0.2, 0.036),
+                train=tiny, methods=("snip", "grasp", "synflow"))
+    result = run_sweep([grid], store=RunStore(tmp_path / "sweep"), num_cpus=2, progress=False)
+    assert result.failures == [] and result.trained == 1 + 3 * 3 * 2   # one dense round 0 shared by all
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for summary, method in zip(result.summaries, grid.methods):
+            expected = run_grid("lenet-mnist", "quick", rounds=2, trials=1, controls=("invert", "shuffle"),
+                                oneshot=(0.2, 0.036), train=tiny, method=method, store=RunStore(tmp_path / "serial"))
+            assert summary == expected
+            assert {r.get("method") for r in summary["runs"]} == {method}
+    finally:
+        torch.set_num_threads(threads)
