@@ -41,7 +41,8 @@ from .training import TrainConfig, set_deterministic
 
 AT_INIT = tuple(_AT_INIT)
 CONTROLS = ("none", "reinit", "random", "shuffle", "invert")
-METHODS = ("magnitude", *AT_INIT)   # magnitude after training (IMP), or a method at initialization
+# magnitude after training (IMP), a method at initialization, or magnitude early in dense training
+METHODS = ("magnitude", *AT_INIT, "early-bird")
 _REWIND = re.compile(r"^rewind:(\d+)$")
 
 
@@ -79,13 +80,15 @@ class Experiment:
         if self.method not in METHODS:
             raise ValueError(f"unknown pruning method {self.method!r}; choose one of {', '.join(METHODS)}.")
         if self.method != "magnitude" and not self.oneshot:
-            raise ValueError(f"{self.method} prunes at initialization, straight to each density: give "
+            when = "early in dense training" if self.method == "early-bird" else "at initialization"
+            raise ValueError(f"{self.method} prunes {when}, straight to each density: give "
                              f"--oneshot D1,D2,... (e.g. 0.2,0.036).")
         if self.oneshot and self.control != "none" and self.method == "magnitude":
             raise ValueError("controls are defined on the iterative tickets and on pruning at initialization; "
                              "run them without --oneshot, or with a --method.")
-        if self.control in ("shuffle", "invert") and self.method == "magnitude":
-            raise ValueError(f"the {self.control} ablation is defined for pruning at initialization; give --method.")
+        if self.control in ("shuffle", "invert") and self.method in ("magnitude", "early-bird"):
+            raise ValueError(f"the {self.control} ablation is defined for pruning at initialization; give a "
+                             f"--method of {', '.join(AT_INIT)}.")
         for density in self.oneshot:
             if not 0.0 < density < 1.0:
                 raise ValueError(f"one-shot density must be in (0, 1); got {density}.")
@@ -227,13 +230,13 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 def _train_round(experiment: Experiment, store: RunStore, folder: Path, index: int, start: Weights,
                  mask: Mask, splits: Splits, progress: RoundProgress | None, start_iteration: int = 0,
-                 snapshot_at: int | None = None) -> Trained:
+                 snapshot_at: int | None = None, cost: dict | None = None) -> Trained:
     """`rounds.train_round` with its files: the mask first, metrics.json last (it marks the round finished)."""
     store.save_tensors(folder / "mask.pt", mask)
     if progress and progress.start_round:
         progress.start_round(experiment, index, experiment.train.iterations - start_iteration)
     result = train_round(experiment, index, start, mask, splits, start_iteration=start_iteration,
-                         snapshot_at=snapshot_at, progress=progress.iterations if progress else None)
+                         snapshot_at=snapshot_at, progress=progress.iterations if progress else None, cost=cost)
     store.save_tensors(folder / "trained.pt", result.weights)
     store.save_json(folder / "metrics.json", result.metrics)
     if progress and progress.end_round:
@@ -310,10 +313,10 @@ def _run_ticket(experiment, rounds, store, folders, device, progress, splits) ->
             previous = folders.round(index - 1)
             trained = store.load_tensors(previous / "trained.pt", device)
             dense = store.load_tensors(folders.round(0) / "trained.pt", device) if experiment.oneshot else None
-            mask = ticket_mask(experiment, index, trained, None if experiment.oneshot else
-                               Mask(store.load_tensors(previous / "mask.pt", device)), dense, init, splits)
+            mask, cost = ticket_mask(experiment, index, trained, None if experiment.oneshot else
+                                     Mask(store.load_tensors(previous / "mask.pt", device)), dense, init, splits)
             _train_round(experiment, store, folders.round(index), index, ticket_start(experiment, init, trained, rewind),
-                         mask, splits, progress, start_iteration=experiment.start_iteration)
+                         mask, splits, progress, start_iteration=experiment.start_iteration, cost=cost)
             if index >= 3:  # older trained weights are not needed again; the previous round's are kept,
                 # so deleting this round's folder (what a StoreError says) can redo it
                 store.discard(folders.round(index - 2) / "trained.pt")

@@ -81,7 +81,8 @@ def label(run: dict) -> str:
 def frame(summary: dict, source: str = "") -> pd.DataFrame:
     """The tidy table: one row per (trial, series, round). Columns: source (a name for the summary when
     several share a figure), preset, profile, series, strategy, control, trial, round, density (Pm),
-    density_<kind> per layer kind, the metrics, and test_accuracy_at_<N> where the preset reports them."""
+    density_<kind> per layer kind, the metrics, test_accuracy_at_<N> where the preset reports them, and
+    what the round's mask cost (mask_iterations, scoring_passes, train_iterations) where it was recorded."""
     rows = []
     for run in summary["runs"]:
         for r in run["rounds"]:
@@ -90,6 +91,7 @@ def frame(summary: dict, source: str = "") -> pd.DataFrame:
                    "trial": run["trial"], "round": r["round"], "density": r["density"]}
             row |= {f"density_{kind}": d for kind, d in r.get("kind_density", {}).items()}
             row |= {k: r[k] for k in METRICS if k in r}
+            row |= {k: r[k] for k in ("mask_iterations", "scoring_passes", "train_iterations") if k in r}
             row |= {k: v for k, v in r.items() if k.startswith("test_accuracy_at_")}
             rows.append(row)
     df = pd.DataFrame(rows)

@@ -21,6 +21,7 @@ from .pruning_at_init import prune_at_init, scoring_batch, scoring_passes
 from .seeds import derive_seed
 from .training import Progress, train
 
+EARLY_BIRD_THRESHOLD, EARLY_BIRD_WINDOW = 0.1, 5   # You et al.'s code: 5 masks, 4 distances, each <= 0.1
 SCORING_PER_CLASS = 10  # SNIP / GraSP score on 10 examples of every class (the "missing the mark" code's snip10)
 
 Weights = dict[str, torch.Tensor]
@@ -81,12 +82,14 @@ def at_init_mask(experiment, index: int, init: Weights, splits: Splits, invert: 
                          names=experiment.pruning.prunable(kinds))
 
 
-def mask_cost(experiment, index: int) -> dict[str, int]:
+def mask_cost(experiment, index: int) -> dict[str, int | None]:
     """What obtaining round `index`'s mask cost: training iterations (IMP: every earlier round) and
     scoring passes (pruning at initialization); a control's mask costs what its ticket's did."""
     t, k = experiment.train.iterations, experiment.start_iteration
     if index == 0:
         iterations, passes = 0, 0
+    elif experiment.method == "early-bird":  # known once drawn: its ticket records it (`ticket_mask`)
+        iterations, passes = None, 0
     elif experiment.method != "magnitude":
         iterations, passes = 0, scoring_passes(experiment.method)
     elif experiment.oneshot:
@@ -96,20 +99,37 @@ def mask_cost(experiment, index: int) -> dict[str, int]:
     return {"mask_iterations": iterations, "scoring_passes": passes, "train_iterations": t - (k if index else 0)}
 
 
+def early_bird_mask(experiment, index: int, init: Weights, splits: Splits) -> tuple[Mask, int | None]:
+    """Round `index`'s early-bird mask at its one-shot target, and the iteration it was drawn at (None:
+    never drawn, the mask after full dense training)."""
+    from .early_bird import draw_early_bird
+
+    kinds = weight_kinds(create_model(experiment.model, dropout=experiment.dropout))
+    share = prunable_target(experiment.oneshot[index - 1], init, kinds, experiment.pruning)
+    bird = draw_early_bird(experiment, init, splits, share, EARLY_BIRD_THRESHOLD, EARLY_BIRD_WINDOW)
+    whole = {n: torch.ones_like(init[n], dtype=torch.bool) for n in kinds if n not in bird.mask}
+    return Mask({**whole, **bird.mask}), bird.drawn_at
+
+
 def ticket_mask(experiment, index: int, trained_previous: Weights | None, mask_previous: Mask | None,
                 trained_dense: Weights | None = None, init: Weights | None = None,
-                splits: Splits | None = None) -> Mask:
+                splits: Splits | None = None) -> tuple[Mask, dict[str, Any] | None]:
     """The ticket's mask of round `index` >= 1: the previous round's survivors pruned by magnitude,
-    (one-shot) the dense trained network pruned straight to the round's target, or (a method at
-    initialization) the init scored by that method."""
+    (one-shot) the dense trained network pruned straight to the round's target, (a method at
+    initialization) the init scored by that method, or (early-bird) drawn during dense training; and,
+    where `mask_cost` cannot know it from the experiment alone, what the mask cost (else None)."""
+    if experiment.method == "early-bird":
+        mask, drawn = early_bird_mask(experiment, index, init, splits)
+        spent = experiment.train.iterations if drawn is None else drawn
+        return mask, {**mask_cost(experiment, index), "mask_iterations": spent, "early_bird_iteration": drawn}
     if experiment.method != "magnitude":
-        return at_init_mask(experiment, index, init, splits)
+        return at_init_mask(experiment, index, init, splits), None
     kinds = weight_kinds(create_model(experiment.model, dropout=experiment.dropout))
     if experiment.oneshot:
         base = trained_dense if trained_dense is not None else trained_previous
         share = prunable_target(experiment.oneshot[index - 1], base, kinds, experiment.pruning)
-        return prune_oneshot({n: base[n] for n in kinds}, kinds, experiment.pruning, share)
-    return prune_magnitude(trained_previous, Mask(mask_previous), kinds, experiment.pruning)
+        return prune_oneshot({n: base[n] for n in kinds}, kinds, experiment.pruning, share), None
+    return prune_magnitude(trained_previous, Mask(mask_previous), kinds, experiment.pruning), None
 
 
 def ticket_start(experiment, init: Weights, trained_previous: Weights | None, rewind: Weights | None) -> Weights:
@@ -141,8 +161,10 @@ def control_start(experiment, index: int, init: Weights | None = None) -> Weight
 
 
 def train_round(experiment, index: int, start: Weights, mask: Mask, splits: Splits, *, start_iteration: int = 0,
-                snapshot_at: int | None = None, progress: Progress | None = None) -> Trained:
-    """Train round `index` from `start` under `mask` with the experiment's data order."""
+                snapshot_at: int | None = None, progress: Progress | None = None,
+                cost: dict[str, Any] | None = None) -> Trained:
+    """Train round `index` from `start` under `mask` with the experiment's data order; `cost` (what the
+    mask cost) defaults to `mask_cost`."""
     device = splits.train.images.device
     model = create_model(experiment.model, dropout=experiment.dropout).to(device)
     model.load_state_dict(start)
@@ -152,7 +174,7 @@ def train_round(experiment, index: int, start: Weights, mask: Mask, splits: Spli
                               augment=experiment.data.augment, snapshot_at=snapshot_at,
                               start_iteration=start_iteration, progress=progress)
     metrics = {"round": index, "density": mask.density(), "kind_density": kind_densities(mask, kinds),
-               "start_iteration": start_iteration, **mask_cost(experiment, index), "seconds": round(time.perf_counter() - started, 2),
+               "start_iteration": start_iteration, **(cost or mask_cost(experiment, index)), "seconds": round(time.perf_counter() - started, 2),
                "device": str(device), "layer_density": mask.layer_densities(), **metrics}
     return Trained(metrics, model.state_dict(), snapshot)
 

@@ -102,8 +102,8 @@ def ticket_task(exp: Experiment, index: int, device: str, threads: int, env: dic
     _prepare(device, threads, env)
     splits = _splits(data, device)
     start = {k: v.to(device) for k, v in start.items()}
-    mask = ticket_mask(exp, index, trained_previous, mask_previous, trained_dense, init=start, splits=splits)
-    result = train_round(exp, index, start, mask, splits, start_iteration=exp.start_iteration)
+    mask, cost = ticket_mask(exp, index, trained_previous, mask_previous, trained_dense, init=start, splits=splits)
+    result = train_round(exp, index, start, mask, splits, start_iteration=exp.start_iteration, cost=cost)
     return _cpu(mask), _cpu(result.weights), _done(result.metrics)
 
 

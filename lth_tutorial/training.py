@@ -12,7 +12,7 @@ import copy
 import math
 import os
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -123,13 +123,15 @@ def summarize(curves: dict[str, list[float]], report_at: tuple[int, ...] = ()) -
 
 def train(model: nn.Module, mask: Mask, splits: Splits, config: TrainConfig, seed: int,
           augment: bool = False, snapshot_at: int | None = None, start_iteration: int = 0,
-          progress: Progress | None = None) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None]:
+          progress: Progress | None = None,
+          observe: Callable[[int, nn.Module], bool] | None = None) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None]:
     """Train `model` in place under `mask`; return (metrics, state_dict at iteration `snapshot_at`).
 
     `seed` fixes the data order, augmentation and dropout, so the same seed gives the same run.
     `start_iteration` K resumes a schedule (rewinding): iterations K+1..T are trained, with the lr
     schedule and the data order where they were at K (dropout draws a fresh stream from K). Evaluations
-    and reported iterations count from 0 as in a run that never stopped.
+    and reported iterations count from 0 as in a run that never stopped. `observe(iteration, model)`
+    is called after every evaluation; when it returns True, training ends there.
     """
     if not 0 <= start_iteration < config.iterations:
         raise ValueError(f"start_iteration must be in [0, {config.iterations}); got {start_iteration}.")
@@ -176,4 +178,6 @@ def train(model: nn.Module, mask: Mask, splits: Splits, config: TrainConfig, see
                 if not math.isfinite(results[0]):
                     raise FloatingPointError(f"training diverged at iteration {iteration} (loss {results[0]}); "
                                              f"lower the learning rate (--lr).")
+                if observe is not None and observe(iteration, model):
+                    break  # the observer has what it needs (an early-bird ticket was drawn)
     return {"curves": curves, **summarize(curves, config.report_at)}, snapshot

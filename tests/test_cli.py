@@ -74,7 +74,7 @@ def test_trials_split_across_calls_meet_in_one_store(tiny_runs, tmp_path, capsys
     (("--eval-every", "50"), "--eval-every 50 is more than the 30 iterations per round"),
     (("--batch-size", "60000"), "--batch-size 60000 is more than the 55,000 training examples"),
     (("--method", "snip"), "snip prunes at initialization, straight to each density: give --oneshot"),
-    (("--control", "shuffle"), "the shuffle ablation is defined for pruning at initialization; give --method"),
+    (("--control", "shuffle"), "the shuffle ablation is defined for pruning at initialization; give a --method of magnitude-init"),
     (("--method", "synflow", "--oneshot", "0.2", "--control", "invert", "--strategy", "continue"),
      "one-shot pruning resets to the initial weights"),
 ])

@@ -278,14 +278,18 @@ def test_the_papers_grid_file_parses_and_validates():
 
 
 def test_methods_at_initialization_and_their_ablations_sweep_as_they_run(data_root, tmp_path):
-    """SNIP, GraSP and SynFlow masks with the inverted and shuffled ablations: sweep == serial, exactly."""
+    """SNIP, GraSP and SynFlow masks with the inverted and shuffled ablations, and early-bird tickets
+    (drawn at the earliest the 5-mask window allows here): sweep == serial, exactly."""
     from lth_tutorial.runner import run_grid
 
     tiny = {"iterations": 30, "eval_every": 10}
     grid = Grid(("lenet-mnist",), ("quick",), controls=("invert", "shuffle"), trials=1, oneshot=(0.2, 0.036),
                 train=tiny, methods=("snip", "grasp", "synflow"))
-    result = run_sweep([grid], store=RunStore(tmp_path / "sweep"), num_cpus=2, progress=False)
-    assert result.failures == [] and result.trained == 1 + 3 * 3 * 2   # one dense round 0 shared by all
+    early = {"iterations": 60, "eval_every": 10}
+    bird = Grid(("lenet-mnist",), ("quick",), controls=("reinit",), trials=1, oneshot=(0.2, 0.036), train=early,
+                methods=("early-bird",))
+    result = run_sweep([grid, bird], store=RunStore(tmp_path / "sweep"), num_cpus=2, progress=False)
+    assert result.failures == [] and result.trained == 1 + 3 * 3 * 2 + 1 + 2 * 2   # a dense round 0 per grid
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -294,5 +298,18 @@ def test_methods_at_initialization_and_their_ablations_sweep_as_they_run(data_ro
                                 oneshot=(0.2, 0.036), train=tiny, method=method, store=RunStore(tmp_path / "serial"))
             assert summary == expected
             assert {r.get("method") for r in summary["runs"]} == {method}
+        expected = run_grid("lenet-mnist", "quick", rounds=2, trials=1, controls=("reinit",), oneshot=(0.2, 0.036),
+                            train=early, method="early-bird", store=RunStore(tmp_path / "serial"))
+        assert result.summaries[-1] == expected
+        assert [r["early_bird_iteration"] for r in expected["runs"][0]["rounds"][1:]] == [50, 50]
     finally:
         torch.set_num_threads(threads)
+
+
+def test_the_cheaper_tickets_grid_file_parses_and_validates():
+    """docs/sweeps/cheaper-tickets.toml, the planned paper-budget runs of notebook 06."""
+    grids = load_grids(Path(__file__).resolve().parent.parent / "docs" / "sweeps" / "cheaper-tickets.toml")
+    cells = [cell for grid in grids for cell in grid.cells()]
+    assert len(cells) == 10 and {e.method for c in cells for e in c["experiments"]} == {
+        "magnitude-init", "random", "snip", "grasp", "synflow"}
+    assert {e.control for c in cells for e in c["experiments"]} == {"none", "shuffle", "invert", "reinit"}
