@@ -16,7 +16,7 @@ import lth_tutorial.rounds as round_functions
 from lth_tutorial.data import load_splits
 from lth_tutorial.lottery import Experiment, run_experiment, run_folders
 from lth_tutorial.masks import Mask, ladder_density, prune_magnitude, prune_oneshot
-from lth_tutorial.models import create_model, weight_kinds
+from lth_tutorial.models import create_model
 from lth_tutorial.presets import experiment
 from lth_tutorial.store import SCHEMA, RunStore, StoreError
 from lth_tutorial.training import train as real_train
