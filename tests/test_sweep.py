@@ -313,3 +313,10 @@ def test_the_cheaper_tickets_grid_file_parses_and_validates():
     assert len(cells) == 10 and {e.method for c in cells for e in c["experiments"]} == {
         "magnitude-init", "random", "snip", "grasp", "synflow"}
     assert {e.control for c in cells for e in c["experiments"]} == {"none", "shuffle", "invert", "reinit"}
+
+
+def test_without_ray_the_sweep_says_how_to_install_it(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "ray", None)   # `import ray` now fails as on a machine without it
+    assert main(["sweep", "lenet-mnist", *GRID]) == 2
+    err = capsys.readouterr().err
+    assert err == 'lth: error: lth sweep needs Ray: pip install -e ".[sweep]" (or pip install "ray>=2.9").\n'
