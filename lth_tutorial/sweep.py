@@ -99,7 +99,7 @@ class _Node:
     @property
     def label(self) -> str:
         exp = self.exp
-        run = "oneshot" if exp.oneshot else exp.strategy
+        run = exp.method if exp.method != "magnitude" else ("oneshot" if exp.oneshot else exp.strategy)
         who = {"dense": "dense", "rewind": "rewind replay", "ticket": "ticket"}.get(self.kind, exp.control)
         return f"{exp.preset} ({exp.profile}, {run}) trial {exp.trial} {who}"
 
