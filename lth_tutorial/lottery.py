@@ -126,6 +126,13 @@ class Experiment:
     def max_rounds(self) -> int | None:
         return len(self.oneshot) if self.oneshot else None
 
+    def wanted_rounds(self, rounds: int) -> list[int]:
+        """The rounds this run holds when brought up to `rounds`: 0..N for a ticket, 1..N for a control
+        (its round 0 is the ticket's), capped at the one-shot targets."""
+        if self.max_rounds is not None:
+            rounds = min(rounds, self.max_rounds)
+        return list(range(1 if self.control != "none" else 0, rounds + 1))
+
     def ticket(self) -> "Experiment":
         """The ticket run whose masks a control uses."""
         return replace(self, control="none")
@@ -255,13 +262,12 @@ def run_experiment(experiment: Experiment, rounds: int, store: RunStore | None =
     """
     if rounds < 0:
         raise ValueError(f"rounds must be >= 0; got {rounds}.")
-    if experiment.max_rounds is not None:
-        rounds = min(rounds, experiment.max_rounds)
     set_deterministic(deterministic)
     store = store or RunStore()
     device = torch.device(device)
     folders = run_folders(experiment, store, device, deterministic)
-    wanted = list(range(1 if experiment.control != "none" else 0, rounds + 1))
+    wanted = experiment.wanted_rounds(rounds)
+    rounds = wanted[-1] if wanted else 0
 
     def finished() -> bool:
         return all((folders.round(k) / "metrics.json").exists() for k in wanted)

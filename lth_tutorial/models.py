@@ -42,6 +42,17 @@ def weight_kinds(model: nn.Module) -> dict[str, str]:
 
 
 @functools.lru_cache(maxsize=None)
+def _meta_weight_kinds(name: str, dropout: float) -> tuple[tuple[str, str], ...]:
+    with torch.device("meta"):
+        return tuple(weight_kinds(create_model(name, dropout=dropout)).items())
+
+
+def model_weight_kinds(name: str, dropout: float = 0.0) -> dict[str, str]:
+    """`weight_kinds` of model `name` from a cached meta-device build (no memory, no init cost)."""
+    return dict(_meta_weight_kinds(name, dropout))
+
+
+@functools.lru_cache(maxsize=None)
 def model_kinds(name: str) -> frozenset[str]:
     """The kinds of weights model `name` has, from a meta-device build (no memory, no init cost)."""
     with torch.device("meta"):

@@ -16,7 +16,7 @@ import torch
 
 from .data import Splits
 from .masks import Mask, PruningRule, prune_magnitude, prune_oneshot, random_mask_like
-from .models import create_model, weight_kinds
+from .models import create_model, model_weight_kinds, weight_kinds
 from .pruning_at_init import prune_at_init, scoring_batch, scoring_passes
 from .seeds import derive_seed
 from .training import Progress, train
@@ -44,7 +44,7 @@ def initial_weights(experiment, seed: int | None = None) -> Weights:
 
 def dense_mask(experiment, weights: Weights) -> Mask:
     """Round 0's mask: every prunable weight kept."""
-    kinds = weight_kinds(create_model(experiment.model, dropout=experiment.dropout))
+    kinds = model_weight_kinds(experiment.model, experiment.dropout)
     return Mask.ones_like({n: weights[n] for n in kinds})
 
 
@@ -104,7 +104,7 @@ def early_bird_mask(experiment, index: int, init: Weights, splits: Splits) -> tu
     never drawn, the mask after full dense training)."""
     from .early_bird import draw_early_bird
 
-    kinds = weight_kinds(create_model(experiment.model, dropout=experiment.dropout))
+    kinds = model_weight_kinds(experiment.model, experiment.dropout)
     share = prunable_target(experiment.oneshot[index - 1], init, kinds, experiment.pruning)
     bird = draw_early_bird(experiment, init, splits, share, EARLY_BIRD_THRESHOLD, EARLY_BIRD_WINDOW)
     whole = {n: torch.ones_like(init[n], dtype=torch.bool) for n in kinds if n not in bird.mask}
@@ -124,7 +124,7 @@ def ticket_mask(experiment, index: int, trained_previous: Weights | None, mask_p
         return mask, {**mask_cost(experiment, index), "mask_iterations": spent, "early_bird_iteration": drawn}
     if experiment.method != "magnitude":
         return at_init_mask(experiment, index, init, splits), None
-    kinds = weight_kinds(create_model(experiment.model, dropout=experiment.dropout))
+    kinds = model_weight_kinds(experiment.model, experiment.dropout)
     if experiment.oneshot:
         base = trained_dense if trained_dense is not None else trained_previous
         share = prunable_target(experiment.oneshot[index - 1], base, kinds, experiment.pruning)

@@ -97,11 +97,15 @@ class _Node:
     failed: bool = False
 
     @property
-    def label(self) -> str:
+    def head(self) -> str:
         exp = self.exp
         run = exp.method if exp.method != "magnitude" else ("oneshot" if exp.oneshot else exp.strategy)
-        who = {"dense": "dense", "rewind": "rewind replay", "ticket": "ticket"}.get(self.kind, exp.control)
-        return f"{exp.preset} ({exp.profile}, {run}) trial {exp.trial} {who}"
+        return f"{exp.preset} ({exp.profile}, {run})"
+
+    @property
+    def label(self) -> str:
+        who = {"dense": "dense", "rewind": "rewind replay", "ticket": "ticket"}.get(self.kind, self.exp.control)
+        return f"{self.head} trial {self.exp.trial} {who}"
 
 
 class _Driver:
@@ -171,7 +175,7 @@ class _Driver:
     def _add(self, node: _Node, rounds_key: tuple[Path, int] | None) -> _Node:
         if rounds_key is not None:
             self.nodes[rounds_key] = node
-        if (RunStore.round_dir(node.folder, node.index) / "metrics.json").exists():
+        if self._done(node):
             self.result.found += 1
         return node
 
@@ -183,14 +187,14 @@ class _Driver:
         self.pending[metrics] = node
 
     def _plan(self, exp: Experiment, run: RunFolders, rounds: int) -> None:
-        rounds = min(rounds, exp.max_rounds) if exp.max_rounds is not None else rounds
+        wanted = exp.wanted_rounds(rounds)
         if exp.control != "none":
-            for index in range(1, rounds + 1):
-                self._control_round(exp, run, index, last=index == rounds)
+            for index in wanted:
+                self._control_round(exp, run, index, last=index == wanted[-1])
             return
         previous = self._dense(exp, run)
         init, rewind = self._stored(run.dense / "init.pt"), self._rewind(exp, run)
-        for index in range(1, rounds + 1):
+        for index in wanted[1:]:
             previous = self._ticket_round(exp, run, index, previous, init, rewind)
 
     def _dense(self, exp: Experiment, run: RunFolders) -> _Node:
@@ -200,7 +204,7 @@ class _Driver:
             self.store.save_tensors(run.dense / "init.pt", initial_weights(exp))
         k = exp.rewind_iteration
         node = self._add(_Node(exp, "dense", run.dense, 0), (run.dense, 0))
-        if not node.refs and not self._done(node):
+        if not self._done(node):
             if k is not None and not (run.dense / f"rewind_{k}.pt").exists():
                 node.rewind_file = run.dense / f"rewind_{k}.pt"
             self._submit(node, "dense_task", exp, self.device, self.threads, self.env, self._data(exp),
@@ -281,8 +285,7 @@ class _Driver:
             bar.update(1)
             if self.show:
                 who = "ticket" if node.kind in ("dense", "ticket") else node.exp.control
-                head = node.label.rsplit(" trial ", 1)[0]
-                tqdm.write(f"{head}: {round_line(node.exp.trial, who, value)}")
+                tqdm.write(f"{node.head}: {round_line(node.exp.trial, who, value)}")
         bar.close()
 
     def _failed(self, node: _Node, error: Exception) -> None:
@@ -313,8 +316,7 @@ class _Driver:
         """The cell's summary, read from the store as `run_grid` reads it; None if a round is missing."""
         found = []
         for exp, run in runs:
-            rounds = min(cell["rounds"], exp.max_rounds) if exp.max_rounds is not None else cell["rounds"]
-            wanted = range(1 if exp.control != "none" else 0, rounds + 1)
+            wanted = exp.wanted_rounds(cell["rounds"])
             if not all((run.round(k) / "metrics.json").exists() for k in wanted):
                 return None
             found.append((exp, [self.store.load_json(run.round(k) / "metrics.json") for k in wanted]))
