@@ -14,7 +14,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
-from matplotlib.ticker import FixedLocator, NullLocator
+from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
 
 from .paper import references_for
 from .reports import SERIES_ORDER, aggregate, frame
@@ -208,3 +208,39 @@ def report_figures(summary: dict, out: str | Path, paper_scale: dict | None = No
         fig.savefig(paths[-1], dpi=120)
         plt.close(fig)
     return paths
+
+
+_DENSITY_MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+
+
+def cost_figure(table: pd.DataFrame, title: str = "") -> plt.Figure:
+    """What a ticket costs, from `costs.cost_table`: accuracy vs Pm (left, a line per series, bars over
+    the min-max range of trials) and accuracy vs the training iterations spent to find the mask and
+    train it (right, log scale; colour = series, marker = target density)."""
+    series = list(dict.fromkeys(table["series"]))
+    colors = palette(series)
+    targets = sorted(table["target"].unique(), reverse=True)
+    markers = dict(zip(targets, _DENSITY_MARKERS))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for name in series:
+        rows = table[table["series"] == name].sort_values("target", ascending=False)
+        acc = rows["accuracy"] * 100
+        bars = [acc - rows["accuracy_min"] * 100, rows["accuracy_max"] * 100 - acc]
+        left.errorbar(rows["Pm %"], acc, yerr=bars, fmt="o-", ms=4, capsize=2, color=colors[name], label=name)
+        right.plot(rows["total iterations"], acc, "-", color=colors[name], alpha=0.4, lw=1)
+        for _, r in rows.iterrows():
+            right.plot(r["total iterations"], r["accuracy"] * 100, markers[r["target"]], color=colors[name], ms=6)
+    density_axis(left)
+    left.set_ylabel("test accuracy at early stop (%)")
+    left.legend(fontsize=7, loc="lower left", title="mean, bars: min-max over trials", title_fontsize=7)
+    right.set_xscale("log")
+    right.xaxis.set_minor_formatter(NullFormatter())
+    right.set(xlabel="training iterations spent: finding the mask + training it (log)",
+              ylabel="test accuracy at early stop (%)")
+    right.grid(True, alpha=0.3)
+    handles = [plt.Line2D([], [], ls="", marker=markers[t], color="0.3", label=f"Pm {100 * t:.1f}%") for t in targets]
+    right.legend(handles=handles, fontsize=7, loc="lower right", title="colour: as left", title_fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig

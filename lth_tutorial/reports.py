@@ -59,6 +59,9 @@ def round_line(trial: int, who: str, m: dict) -> str:
             f"{m['early_stop_test_accuracy']:.2%}), final test acc {m['final_test_accuracy']:.2%}")
 
 
+# what a round's mask cost (`rounds.mask_cost`): training iterations to find it and to train it, scoring passes,
+# and for early-bird tickets the iteration of the draw (None: never drawn)
+COST_KEYS = ("mask_iterations", "scoring_passes", "train_iterations", "early_bird_iteration")
 SERIES_ORDER = ("winning ticket", "random reinit", "random sparsity", "continued training", "one-shot")
 METRICS = ("early_stop_iteration", "early_stop_val_loss", "early_stop_test_accuracy", "final_test_accuracy")
 
@@ -80,18 +83,19 @@ def label(run: dict) -> str:
 
 def frame(summary: dict, source: str = "") -> pd.DataFrame:
     """The tidy table: one row per (trial, series, round). Columns: source (a name for the summary when
-    several share a figure), preset, profile, series, strategy, control, trial, round, density (Pm),
-    density_<kind> per layer kind, the metrics, test_accuracy_at_<N> where the preset reports them, and
-    what the round's mask cost (mask_iterations, scoring_passes, train_iterations) where it was recorded."""
+    several share a figure), preset, profile, series, method (what chose the mask), strategy, control,
+    trial, round, density (Pm), density_<kind> per layer kind, the metrics, test_accuracy_at_<N> where
+    the preset reports them, and what the round's mask cost (`COST_KEYS`) where it was recorded."""
     rows = []
     for run in summary["runs"]:
         for r in run["rounds"]:
             row = {"source": source, "preset": summary["preset"], "profile": summary["profile"],
-                   "series": label(run), "strategy": run["strategy"], "control": run["control"],
+                   "series": label(run), "method": run.get("method", "magnitude"),
+                   "strategy": run["strategy"], "control": run["control"],
                    "trial": run["trial"], "round": r["round"], "density": r["density"]}
             row |= {f"density_{kind}": d for kind, d in r.get("kind_density", {}).items()}
             row |= {k: r[k] for k in METRICS if k in r}
-            row |= {k: r[k] for k in ("mask_iterations", "scoring_passes", "train_iterations") if k in r}
+            row |= {k: r[k] for k in COST_KEYS if k in r}
             row |= {k: v for k, v in r.items() if k.startswith("test_accuracy_at_")}
             rows.append(row)
     df = pd.DataFrame(rows)

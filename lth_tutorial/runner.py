@@ -16,9 +16,9 @@ import torch
 from .data import Splits, load_splits
 from .lottery import Experiment, RoundProgress, run_experiment
 from .presets import experiment
+from .reports import COST_KEYS
 from .store import RunStore
 
-COST_KEYS = ("mask_iterations", "scoring_passes", "train_iterations", "early_bird_iteration")   # rounds.mask_cost: what a mask cost
 ROUND_KEYS = ("round", "density", "kind_density", "early_stop_iteration", "early_stop_val_loss",
               "early_stop_test_accuracy", "final_test_accuracy", *COST_KEYS)
 CURVE_KEYS = ("iteration", "val_loss", "test_accuracy")

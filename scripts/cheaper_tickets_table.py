@@ -1,11 +1,12 @@
 """The cheaper-tickets table: accuracy and cost per method and density, from committed summaries.
 
 Reads results/cheaper-tickets/*.json (`lth sweep ... --method ... --oneshot ...`, the LeNet paper
-profile) and IMP at the same budget (results/lenet-mnist-paper.json, the rounds nearest each density),
-and prints one markdown table: per method and density, the test accuracy at early stop (mean [min, max]
-over trials) and the training iterations spent to obtain the mask and to train it.
+profile) and IMP at the same budget (results/lenet-mnist-paper.json, each trial's round nearest each
+density), and prints one markdown table (`costs.cost_table`): per method and density, the test accuracy
+at early stop (mean [min, max] over trials) and the training iterations spent to find the mask and to
+train it. With --ablations, also results/cheaper-tickets-ablations/*.json and IMP's own controls.
 
-Usage: python scripts/cheaper_tickets_table.py [--results results]
+Usage: python scripts/cheaper_tickets_table.py [--results results] [--ablations]
 """
 from __future__ import annotations
 
@@ -14,40 +15,35 @@ from pathlib import Path
 
 import pandas as pd
 
-from lth_tutorial.reports import frame, load_summary
+from lth_tutorial.costs import at_targets, cost_frame, cost_table
+from lth_tutorial.reports import load_summary
+
+IMP = "IMP (winning ticket)"
 
 
-def rows(results: Path) -> pd.DataFrame:
-    methods = [frame(load_summary(p)) for p in sorted((results / "cheaper-tickets").glob("*.json"))]
-    found = pd.concat(methods, ignore_index=True)
-    found = found[found["round"] > 0].assign(method=lambda d: d["series"].astype(str))
-    imp = frame(load_summary(results / "lenet-mnist-paper.json"))
-    imp = imp[imp["control"] == "none"]
-    picked = []
-    for density in sorted(found["density"].round(4).unique()):
-        nearest = imp.loc[(imp["density"] - density).abs().groupby(imp["trial"]).idxmin()]
-        picked.append(nearest.assign(method="IMP (winning ticket)", target=density))
-    imp = pd.concat(picked, ignore_index=True)
-    return pd.concat([found.assign(target=found["density"].round(4)), imp], ignore_index=True)
+def pruned(folder: Path) -> pd.DataFrame:
+    rows = pd.concat([cost_frame(load_summary(p)) for p in sorted(folder.glob("*.json"))], ignore_index=True)
+    rows = rows[rows["round"] > 0]
+    return rows.assign(target=rows["density"].round(4))
 
 
-def table(data: pd.DataFrame) -> str:
-    out = []
-    for (method, target), group in data.groupby(["method", "target"], sort=False):
-        acc = group["early_stop_test_accuracy"] * 100
-        out.append({"method": method, "Pm %": round(100 * target, 1), "trials": len(group),
-                    "test acc at early stop %, mean [min, max]": f"{acc.mean():.2f} [{acc.min():.2f}, {acc.max():.2f}]",
-                    "iterations to find the mask": int(group["mask_iterations"].mean()) if "mask_iterations" in group
-                    and group["mask_iterations"].notna().all() else int(50_000 * group["round"].mean()),
-                    "iterations to train it": 50_000})
-    frame_ = pd.DataFrame(out).sort_values(["Pm %", "method"], ascending=[False, True])
-    return frame_.to_markdown(index=False)
+def rows(results: Path, ablations: bool = False) -> pd.DataFrame:
+    found = pruned(results / ("cheaper-tickets-ablations" if ablations else "cheaper-tickets"))
+    imp = cost_frame(load_summary(results / "lenet-mnist-paper.json"))
+    targets = sorted(found["target"].unique(), reverse=True)
+    parts = [found, at_targets(imp, targets).assign(series=IMP)]
+    if ablations:
+        parts += [at_targets(imp, targets, s) for s in ("random reinit", "random sparsity")]
+    return pd.concat(parts, ignore_index=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--results", default="results")
-    print(table(rows(Path(parser.parse_args().results))))
+    parser.add_argument("--ablations", action="store_true", help="the shuffle / invert / reinit grid instead")
+    args = parser.parse_args()
+    table = cost_table(rows(Path(args.results), args.ablations))
+    print(table.drop(columns=["accuracy", "accuracy_min", "accuracy_max", "target"]).to_markdown(index=False))
 
 
 if __name__ == "__main__":

@@ -87,7 +87,7 @@ def test_aggregate_and_table_name_the_spread():
     assert list(shown[header]) == ["91.00 [90.00, 92.00]", "92.00 [91.00, 93.00]", "82.00 [81.00, 83.00]"]
     assert f"<th>{header}</th>" in to_html(_toy_summary()) and header in to_markdown(_toy_summary())
     lines = to_csv(_toy_summary()).splitlines()
-    assert len(lines) == 7 and lines[0].startswith("preset,profile,series,strategy,control,trial,round,density,")
+    assert len(lines) == 7 and lines[0].startswith("preset,profile,series,method,strategy,control,trial,round,density,")
 
 
 def test_a_round_some_trials_lack_is_left_out_of_the_means():
