@@ -3,8 +3,9 @@
 Owns `hamming` (the normalized Hamming distance of two masks), `EarlyBird` (the detector: the global
 magnitude mask at a target density at every evaluation; a ticket is drawn when the newest mask is
 within `threshold` of each of the previous `window - 1`, as You et al. 2020's code does with 5 masks,
-4 distances and 0.1), and `draw_early_bird` (replays the dense round from the init with the detector
-watching, and stops where it draws). Applying the rule to unstructured magnitude masks at evaluations
+4 distances and 0.1), `draw_early_bird` (replays the dense round from the init with the detector
+watching, and stops where it draws), and `watch_early_bird` (detectors at several densities over the whole
+dense round, for figures of the distances). Applying the rule to unstructured magnitude masks at evaluations
 (You et al. use BN-scale channel masks at epochs) is our extension: `../shared/followups-facts.md` s. 8.
 Because a fixed count of weights is kept, two masks differ at most in 2 * min(d, 1 - d) of the
 positions; the detector records distances normalized by the kept count too, so both can be shown.
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from .masks import Mask
+from .models import model_weight_kinds
 from .pruning_at_init import keep_top
 
 
@@ -51,24 +53,48 @@ class EarlyBird:
         return False
 
 
+def _watch_dense(experiment, init, splits, detectors: list[EarlyBird], stop: bool) -> None:
+    """Train the dense network from `init` as round 0 does, every detector observing each evaluation;
+    `stop`: end training at the first detector's draw."""
+    from .models import create_model
+    from .training import train
+
+    model = create_model(experiment.model, dropout=experiment.dropout).to(splits.train.images.device)
+    model.load_state_dict(init)
+    params = dict(model.named_parameters())
+    dense = Mask.ones_like({n: params[n] for n in model_weight_kinds(experiment.model, experiment.dropout)})
+
+    def observe(iteration, m):
+        weights = dict(m.named_parameters())
+        drawn = [d.observe(iteration, weights) for d in detectors]   # every detector sees every evaluation
+        return stop and any(drawn)
+
+    train(model, dense, splits, replace(experiment.train, report_at=()), seed=experiment.data_seed,
+          augment=experiment.data.augment, observe=observe)
+
+
+def _detector(experiment, density: float, threshold: float, window: int) -> EarlyBird:
+    kinds = model_weight_kinds(experiment.model, experiment.dropout)
+    return EarlyBird(density, threshold, window, tuple(experiment.pruning.prunable(kinds)))
+
+
 def draw_early_bird(experiment, init, splits, density: float, threshold: float = 0.1, window: int = 5) -> EarlyBird:
     """Train the dense network from `init` as round 0 does, watching with `EarlyBird`; stop at the draw.
 
     If no ticket is drawn by the end of training, `drawn_at` stays None and `mask` is the last mask
     (the magnitude mask after full training: no saving).
     """
-    from .models import create_model, weight_kinds
-    from .training import train
-
-    model = create_model(experiment.model, dropout=experiment.dropout).to(splits.train.images.device)
-    model.load_state_dict(init)
-    kinds = weight_kinds(model)
-    detector = EarlyBird(density, threshold, window, tuple(experiment.pruning.prunable(kinds)))
-    params = dict(model.named_parameters())
-    dense = Mask.ones_like({n: params[n] for n in kinds})
-    config = replace(experiment.train, report_at=())
-    train(model, dense, splits, config, seed=experiment.data_seed, augment=experiment.data.augment,
-          observe=lambda iteration, m: detector.observe(iteration, dict(m.named_parameters())))
+    detector = _detector(experiment, density, threshold, window)
+    _watch_dense(experiment, init, splits, [detector], stop=True)
     if detector.mask is None:
         detector.mask = detector.history[-1][1]
     return detector
+
+
+def watch_early_bird(experiment, init, splits, densities: list[float], threshold: float = 0.1,
+                     window: int = 5) -> dict[float, EarlyBird]:
+    """One detector per density (of the prunable weights) over the whole dense training, never stopping
+    it: every evaluation's distances, and where each would have drawn (`drawn_at`), for figures."""
+    detectors = {d: _detector(experiment, d, threshold, window) for d in densities}
+    _watch_dense(experiment, init, splits, list(detectors.values()), stop=False)
+    return detectors

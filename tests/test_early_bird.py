@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from lth_tutorial.early_bird import EarlyBird, draw_early_bird, hamming
+from lth_tutorial.early_bird import EarlyBird, draw_early_bird, hamming, watch_early_bird
 from lth_tutorial.masks import Mask
 from lth_tutorial.pruning_at_init import keep_top
 
@@ -42,3 +42,12 @@ def test_on_a_real_dense_run_the_drawn_mask_is_the_magnitude_mask_at_the_draw(da
     names = list(bird.mask)
     replayed = keep_top({n: snapshot[n].abs() for n in names}, 0.2)
     assert all(torch.equal(replayed[n], bird.mask[n]) for n in names)
+
+    # watching the whole dense run (never stopping) draws at the same iteration, and records distances past it
+    watched = watch_early_bird(exp, init, splits, [0.2, 0.05])
+    assert watched[0.2].drawn_at == bird.drawn_at
+    assert watched[0.2].distances[:len(bird.distances)] == bird.distances
+    assert watched[0.2].distances[-1][0] == 400 and all(torch.equal(watched[0.2].mask[n], bird.mask[n]) for n in names)
+    # at 5% kept, two masks differ in at most 10% of the positions: the 0.1 rule draws at the first chance
+    assert watched[0.05].drawn_at == watched[0.05].distances[3][0]
+    assert all(d <= 2 * 0.05 + 1e-12 and abs(kept - d / 0.05) < 1e-12 for _, d, kept in watched[0.05].distances)
