@@ -1,6 +1,9 @@
 """The notebooks' control panel: sliders for the pruning rates and rounds, strategy and control, a Run button.
 
-Owns `LotteryPanel`. Run trains only what the run store lacks
+Owns `LotteryPanel`. With `methods=True` (notebook 06) it also has a method menu (IMP, or a method at
+initialization, or early-bird) and a density slider: a method other than IMP prunes straight to that
+density, and the control menu offers the "missing the mark" ablations where they are defined.
+Run trains only what the run store lacks
 (finished rounds redraw at once), shows a `tqdm.auto` bar while it trains, then redraws the density
 figure and the table (`reports.to_html`). Everything it prints goes into its own Output widgets, so
 executing a notebook leaves no stray stdout for nbval to trip on.
@@ -12,11 +15,16 @@ import matplotlib.pyplot as plt
 from IPython.display import display
 from tqdm.auto import tqdm
 
-from .lottery import RoundProgress
+from .lottery import AT_INIT, RoundProgress
 from .presets import current_profile, get_preset
 from .reports import to_html
 from .runner import run_grid
 from .store import RunStore
+
+
+METHOD_NAMES = {"magnitude": "IMP (magnitude after training)", "magnitude-init": "magnitude at init",
+                "random": "random at init", "snip": "SNIP", "grasp": "GraSP", "synflow": "SynFlow",
+                "early-bird": "early-bird"}
 
 
 class LotteryPanel:
@@ -24,7 +32,8 @@ class LotteryPanel:
 
     def __init__(self, preset: str, profile: str | None = None, *, rounds: int | None = None, trials: int = 1,
                  control: str = "reinit", store: RunStore | None = None, device: str = "cpu", splits=None,
-                 paper_scale: dict | None = None):
+                 paper_scale: dict | None = None, methods: bool = False, method: str = "magnitude",
+                 density: float = 0.036):
         self.preset = get_preset(preset)
         self.profile = profile or current_profile()
         self.store = store or RunStore()
@@ -41,7 +50,18 @@ class LotteryPanel:
         # late resetting to ~1% of training (Frankle et al. 2019 rewind to 0.1-7%); K must fit the profile's budget
         rewind = f"rewind:{max(1, prof.train.iterations // 100)}"
         self.strategy = w.Dropdown(options=["reset", "continue", rewind], value="reset", description="strategy")
-        self.control = w.Dropdown(options=["none", "reinit", "random"], value=control, description="control")
+        self.control = w.Dropdown(options=["none", "reinit", "random"], value="none", description="control")
+        self.methods = methods
+        self.method = w.Dropdown(options=[(METHOD_NAMES[m], m) for m in METHOD_NAMES], value="magnitude",
+                                 description="method")
+        # one-shot target Pm, on a log scale as the figures' x axis: 1% to 89% of the weights
+        self.density = w.FloatLogSlider(value=density, base=10, min=-2, max=-0.05, step=0.01, description="density",
+                                        continuous_update=False, readout_format=".3f",
+                                        style={"description_width": "80px"})
+        self.method.value = method
+        self._method_changed()
+        self.control.value = control
+        self.method.observe(lambda _: self._method_changed(), names="value")
         self.run_button = w.Button(description="Run", button_style="primary", icon="play")
         self.progress = w.Output()   # the tqdm bar of the round being trained
         self.status = w.Label(value="")
@@ -50,14 +70,36 @@ class LotteryPanel:
         self.summary: dict | None = None
         self.figure: plt.Figure | None = None
         self.run_button.on_click(lambda _: self.run())
-        controls = w.HBox([w.VBox(list(self.rate_sliders.values()) + [self.rounds]),
-                           w.VBox([self.strategy, self.control, self.run_button])])
+        left = list(self.rate_sliders.values()) + [self.rounds] + ([self.density] if methods else [])
+        right = ([self.method] if methods else []) + [self.strategy, self.control, self.run_button]
+        controls = w.HBox([w.VBox(left), w.VBox(right)])
         self.box = w.VBox([w.HTML(f"<b>{self.preset.name}</b> ({self.profile} profile): {self.preset.reproduces}"),
                            controls, w.HBox([self.progress, self.status]), self.figure_out, self.table])
 
+    def _method_changed(self) -> None:
+        """IMP uses the rates, rounds and strategy; any other method one density (and, at initialization,
+        offers the shuffle and invert ablations)."""
+        imp = self.method.value == "magnitude"
+        options = ["none", "reinit", "random"] + (["shuffle", "invert"] if self.method.value in AT_INIT else [])
+        keep = self.control.value if self.control.value in options else "none"
+        self.control.options = options
+        self.control.value = keep
+        for slider in (*self.rate_sliders.values(), self.rounds, self.strategy):
+            slider.disabled = not imp
+        self.density.disabled = imp
+
     def settings(self) -> dict:
-        return {"rates": {k: round(s.value, 4) for k, s in self.rate_sliders.items()}, "rounds": self.rounds.value,
-                "strategy": self.strategy.value, "control": self.control.value}
+        chosen = {"rates": {k: round(s.value, 4) for k, s in self.rate_sliders.items()}, "rounds": self.rounds.value,
+                  "strategy": self.strategy.value, "control": self.control.value}
+        if self.methods:
+            chosen |= {"method": self.method.value, "density": round(self.density.value, 4)}
+        return chosen
+
+    def _grid(self, s: dict) -> dict:
+        """What `run_grid` is asked for: IMP's rounds, or one density pruned straight to by the method."""
+        if s.get("method", "magnitude") == "magnitude":
+            return {"rounds": s["rounds"], "strategy": s["strategy"]}
+        return {"rounds": 1, "oneshot": (s["density"],), "method": s["method"]}
 
     def _progress(self) -> RoundProgress:
         """One tqdm bar in the panel's Output, reused by every round a Run trains (closed in `run`)."""
@@ -82,11 +124,12 @@ class LotteryPanel:
         self.run_button.disabled = True
         progress = self._progress()
         try:
-            self.summary = run_grid(self.preset.name, self.profile, rounds=s["rounds"], trials=self.trials,
-                                    strategy=s["strategy"], controls=() if s["control"] == "none" else (s["control"],),
+            grid = self._grid(s)
+            self.summary = run_grid(self.preset.name, self.profile, trials=self.trials,
+                                    controls=() if s["control"] == "none" else (s["control"],),
                                     rates=s["rates"], store=self.store, device=self.device,
-                                    progress=progress, splits=self.splits)
-            self.status.value = f"done: {len(self.summary['runs'])} run(s), rounds 0..{s['rounds']}"
+                                    progress=progress, splits=self.splits, **grid)
+            self.status.value = f"done: {len(self.summary['runs'])} run(s), rounds 0..{grid['rounds']}"
         except Exception as e:  # shown in the panel: a widget callback's traceback would be lost
             self.status.value = f"error: {e}"
             raise
@@ -103,9 +146,11 @@ class LotteryPanel:
 
         if self.summary is None:
             return
-        rates = ", ".join(f"{k} {v:.2f}" for k, v in self.settings()["rates"].items())
-        self.figure = density_figure({"": self.summary}, self.preset.name, self.paper_scale,
-                                     title=f"{self.preset.name}: paper rates per round {rates}")
+        s = self.settings()
+        rates = ", ".join(f"{k} {v:.2f}" for k, v in s["rates"].items())
+        title = (f"{self.preset.name}: paper rates per round {rates}" if s.get("method", "magnitude") == "magnitude"
+                 else f"{self.preset.name}: {METHOD_NAMES[s['method']]} straight to Pm {s['density']:.1%}")
+        self.figure = density_figure({"": self.summary}, self.preset.name, self.paper_scale, title=title)
         with self.figure_out:
             self.figure_out.clear_output(wait=True)
             display(self.figure)
@@ -116,4 +161,4 @@ class LotteryPanel:
         display(self.box)
 
 
-__all__ = ["LotteryPanel"]
+__all__ = ["LotteryPanel", "METHOD_NAMES"]

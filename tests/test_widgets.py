@@ -48,3 +48,29 @@ def test_a_moved_slider_is_a_paper_rate(grids, tmp_path):
     panel.run()
     assert grids[-1]["rates"] == {"fc": 0.5, "output": 0.1}
     assert experiment("lenet-mnist", "quick", rates=grids[-1]["rates"]).pruning.rates == {"fc": 0.75, "output": 0.19}
+
+
+def test_the_method_menu_names_every_method_and_runs_it_at_its_density(grids, tmp_path):
+    from lth_tutorial.lottery import METHODS
+    assert list(widgets.METHOD_NAMES) == list(METHODS)
+    plain = widgets.LotteryPanel("lenet-mnist", "quick", store=RunStore(tmp_path))
+    assert "method" not in plain.settings()          # the other notebooks' panels are as they were
+    panel = widgets.LotteryPanel("lenet-mnist", "quick", store=RunStore(tmp_path), methods=True, control="none")
+    assert panel.settings()["method"] == "magnitude" and panel.density.disabled and not panel.rounds.disabled
+    panel.run()
+    assert grids[-1]["rounds"] == panel.rounds.value and "oneshot" not in grids[-1]
+    assert list(panel.control.options) == ["none", "reinit", "random"]
+    panel.method.value = "snip"
+    assert list(panel.control.options) == ["none", "reinit", "random", "shuffle", "invert"]
+    assert panel.rounds.disabled and not panel.density.disabled
+    panel.control.value = "shuffle"
+    panel.density.value = 0.05
+    panel.run()
+    call = grids[-1]
+    assert (call["rounds"], call["oneshot"], call["method"], call["controls"]) == (1, (0.05,), "snip", ("shuffle",))
+    panel.method.value = "early-bird"                # no shuffle ablation there: the control falls back to none
+    assert panel.control.value == "none" and "shuffle" not in panel.control.options
+    started = widgets.LotteryPanel("lenet-mnist", "quick", store=RunStore(tmp_path), methods=True, method="grasp",
+                                   control="invert", density=0.029)
+    assert started.settings() | {"rates": None} == {"rates": None, "rounds": 8, "strategy": "reset",
+                                                    "control": "invert", "method": "grasp", "density": 0.029}
