@@ -55,11 +55,11 @@ def at_targets(df: pd.DataFrame, targets: list[float], series: str = "winning ti
 
 
 def cost_table(df: pd.DataFrame, metric: str = "early_stop_test_accuracy") -> pd.DataFrame:
-    """Per series and `target` density (rows without one use their own Pm): trials, Pm, accuracy as
+    """Per series and `target` density (rows without one use their own Pm, to 0.01%): trials, Pm, accuracy as
     mean [min, max] over trials in percent (and as fractions in `accuracy`, `accuracy_min`, `accuracy_max`
     for figures), and the iterations spent on the mask, its training, and both."""
-    df = df.assign(target=df["target"] if "target" in df else df["density"]).copy()
-    df["target"] = df["target"].fillna(df["density"]).round(4)
+    df = df.assign(target=df["target"] if "target" in df else pd.NA).copy()
+    df["target"] = df["target"].fillna(df["density"].round(4)).astype(float)   # a one-shot Pm, to 0.01%
     out, trials = [], int(df.groupby([df["series"].astype(str), "target"])["trial"].nunique().max())
     for (series, target), group in df.groupby([df["series"].astype(str), "target"], sort=False):
         acc = group[metric] * 100

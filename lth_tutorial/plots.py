@@ -14,7 +14,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
-from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
+from matplotlib.ticker import FixedLocator, NullLocator
 
 from .paper import references_for
 from .reports import SERIES_ORDER, aggregate, frame
@@ -28,9 +28,17 @@ METRICS = {"accuracy": ("early_stop_test_accuracy", "test accuracy at early stop
 DENSITY_TICKS = (100, 51.3, 21.1, 7.0, 3.6, 1.9, 1.2)
 
 
+_SERIES_COLORS = list(PALETTE.values())   # the paper's series; other series draw from the rest
+PALETTE["IMP (winning ticket)"] = PALETTE["winning ticket"]   # what notebook 06 calls it beside other methods
+# the methods at initialization and early-bird tickets (notebook 06): the same colour in every figure
+PALETTE |= {"magnitude-init": _COLORS[5], "random": _COLORS[7], "snip": _COLORS[8], "grasp": _COLORS[6],
+            "synflow": _COLORS[9], "early-bird": sns.color_palette("dark", 10)[3]}
+
+
 def palette(series: list[str]) -> dict[str, tuple]:
-    """PALETTE for the known series, the remaining colour-blind colours for any other."""
-    spare = iter(c for c in _COLORS if c not in PALETTE.values())
+    """PALETTE for the known series, the remaining colour-blind colours for any other (then darker ones)."""
+    taken = set(_SERIES_COLORS) | {PALETTE[s] for s in series if s in PALETTE}
+    spare = iter([c for c in _COLORS if c not in taken] + sns.color_palette("dark", 10))
     return {s: PALETTE.get(s) or next(spare) for s in series}
 
 
@@ -231,10 +239,16 @@ def cost_figure(table: pd.DataFrame, title: str = "") -> plt.Figure:
         for _, r in rows.iterrows():
             right.plot(r["total iterations"], r["accuracy"] * 100, markers[r["target"]], color=colors[name], ms=6)
     density_axis(left)
+    ticks = sorted({round(p, 1) for p in table["Pm %"]} | ({100.0} if (table["Pm %"] > 60).any() else set()))
+    left.xaxis.set_major_locator(FixedLocator(ticks))
+    left.set_xticklabels([f"{t:g}" for t in ticks])
     left.set_ylabel("test accuracy at early stop (%)")
     left.legend(fontsize=7, loc="lower left", title="mean, bars: min-max over trials", title_fontsize=7)
     right.set_xscale("log")
-    right.xaxis.set_minor_formatter(NullFormatter())
+    totals = sorted(table["total iterations"].unique())
+    right.xaxis.set_major_locator(FixedLocator(totals))
+    right.xaxis.set_minor_locator(NullLocator())
+    right.set_xticklabels([f"{t / 1000:g}k" for t in totals], rotation=45, fontsize=7)
     right.set(xlabel="training iterations spent: finding the mask + training it (log)",
               ylabel="test accuracy at early stop (%)")
     right.grid(True, alpha=0.3)

@@ -92,7 +92,7 @@ class LotteryPanel:
         chosen = {"rates": {k: round(s.value, 4) for k, s in self.rate_sliders.items()}, "rounds": self.rounds.value,
                   "strategy": self.strategy.value, "control": self.control.value}
         if self.methods:
-            chosen |= {"method": self.method.value, "density": round(self.density.value, 4)}
+            chosen |= {"method": self.method.value, "density": self.density.value}
         return chosen
 
     def _grid(self, s: dict) -> dict:
