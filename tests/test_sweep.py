@@ -310,9 +310,11 @@ def test_the_cheaper_tickets_grid_file_parses_and_validates():
     """docs/sweeps/cheaper-tickets.toml, the planned paper-budget runs of notebook 06."""
     grids = load_grids(Path(__file__).resolve().parent.parent / "docs" / "sweeps" / "cheaper-tickets.toml")
     cells = [cell for grid in grids for cell in grid.cells()]
-    assert len(cells) == 10 and {e.method for c in cells for e in c["experiments"]} == {
-        "magnitude-init", "random", "snip", "grasp", "synflow"}
+    assert len(cells) == 5 + 4 + 1 and {e.method for c in cells for e in c["experiments"]} == {
+        "magnitude-init", "random", "snip", "grasp", "synflow", "early-bird"}
     assert {e.control for c in cells for e in c["experiments"]} == {"none", "shuffle", "invert", "reinit"}
+    ablated = {e.method for c in cells for e in c["experiments"] if e.control != "none"}
+    assert ablated == {"magnitude-init", "snip", "grasp", "synflow"}   # random's ablations are random again
 
 
 def test_without_ray_the_sweep_says_how_to_install_it(monkeypatch, capsys):
