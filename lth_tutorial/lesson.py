@@ -5,10 +5,11 @@ data splits (loaded once per data config), the preset's profile beside the paper
 paper-scale results (`results/<preset>-paper.json`) when this checkout has them; `Lesson.grid`,
 which runs a grid through `runner.run_grid` with all of that and a progress bar; `progress_bar`
 (one `tqdm.auto` bar that the rounds a cell trains share); `show_table` (every table a notebook shows, as HTML rendered by
-pandas); and the figure defaults that keep saved notebooks small.
+pandas); and the figure defaults that keep saved notebooks small (72 dpi, PNGs of 256 colours: `small_png`).
 """
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,6 +77,7 @@ class Lesson:
     paper_scale: dict | None      # committed paper-profile runs, when the profile is not already paper
     paper_scale_path: Path | None
     _splits: dict[DataConfig, Splits] = field(default_factory=dict, repr=False)
+    _bar: RoundProgress | None = field(default=None, repr=False)   # the running cell's bar, shared by its grids
 
     @property
     def spec(self) -> Preset:
@@ -97,13 +99,55 @@ class Lesson:
         splits, the profile's rounds and trials unless given, and a progress bar for what it trains."""
         preset = preset or self.preset
         prof = get_preset(preset).profile(self.profile)
-        bar = progress_bar()
+        shell = _shell()
+        if shell is None:    # a script: one bar per grid
+            bar = progress_bar()
+        elif self._bar is None:   # a notebook: one bar per cell, whatever the grids it runs (each is saved)
+            bar = self._bar = progress_bar()
+            shell.events.register("post_run_cell", self._close_bar)
+        else:
+            bar = self._bar
         try:
             return run_grid(preset, self.profile, rounds=prof.rounds if rounds is None else rounds,
                             trials=prof.trials if trials is None else trials, store=self.store, device=self.device,
                             splits=self.splits(preset), progress=bar, **selections)
         finally:
-            close(bar)
+            if shell is None:
+                close(bar)
+
+    def _close_bar(self, *_) -> None:
+        if self._bar is not None:
+            close(self._bar)
+        self._bar = None
+        _shell().events.unregister("post_run_cell", self._close_bar)
+
+
+def small_png(figure: plt.Figure) -> bytes:
+    """A figure as a PNG of at most 256 colours: a third of the bytes of matplotlib's, the same look for
+    line and bar charts, so that a notebook with eight figures and a panel stays small when saved."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", bbox_inches="tight")
+    image = Image.open(io.BytesIO(buffer.getvalue())).convert("RGB").quantize(colors=256)
+    out = io.BytesIO()
+    image.save(out, format="PNG", optimize=True)
+    return out.getvalue()
+
+
+def _shell():
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return None
+    return get_ipython()
+
+
+def _use_small_pngs() -> None:
+    """Show figures through `small_png` in IPython (after `%matplotlib inline`, which sets its own)."""
+    shell = _shell()
+    if shell is not None:
+        shell.display_formatter.formatters["image/png"].for_type(plt.Figure, small_png)
 
 
 def setup(preset: str, *, profile: str | None = None, device: str = "auto", load_data: bool = True) -> Lesson:
@@ -117,9 +161,10 @@ def setup(preset: str, *, profile: str | None = None, device: str = "auto", load
                     store=RunStore(), device=resolve_device(device),
                     paper_scale=load_summary(path) if path else None, paper_scale_path=path)
     plt.rcParams.update({"figure.dpi": 72, "savefig.dpi": 72})   # inline PNGs: a few hundred KB per notebook at most
+    _use_small_pngs()
     if load_data:
         lesson.splits()
     return lesson
 
 
-__all__ = ["setup", "Lesson", "committed", "progress_bar", "close", "show_table"]
+__all__ = ["setup", "Lesson", "committed", "progress_bar", "close", "show_table", "small_png"]

@@ -71,3 +71,4 @@ def test_the_cost_figure_draws_each_row_at_its_total_iterations_and_accuracy():
                     if line.get_marker() not in (None, "None", ""))
     assert points == sorted(zip(table["total iterations"], (table["accuracy"] * 100).round(6)))
     assert [t.get_text() for t in left.get_legend().get_texts()] == ["IMP", "snip"]
+

@@ -108,3 +108,26 @@ def test_relative_paper_points_sit_on_the_first_summarys_dense_network():
     star = next(line for line in ax.get_lines() if line.get_marker() == "*" and list(line.get_xdata()) == [13.5])
     assert list(star.get_ydata()) == pytest.approx([70.0 + 0.3])   # the paper's +0.3 pp over the first's 70%
     plt.close(fig)
+
+
+def test_notebook_figures_are_stored_as_small_palette_pngs():
+    import io
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    from lth_tutorial.lesson import small_png
+
+    fig, ax = plt.subplots(figsize=(6, 3), dpi=72)
+    for k in range(8):
+        ax.plot(range(50), [(i * (k + 1)) % 17 for i in range(50)], "o-", label=str(k))
+    ax.legend()
+    plain = io.BytesIO()
+    fig.savefig(plain, format="png", bbox_inches="tight")
+    small = small_png(fig)
+    image = Image.open(io.BytesIO(small))
+    assert image.mode == "P" and image.size == Image.open(io.BytesIO(plain.getvalue())).size
+    assert len(small) < 0.6 * len(plain.getvalue())
+    plt.close(fig)
