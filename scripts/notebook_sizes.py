@@ -43,7 +43,7 @@ def main(paths: list[str]) -> int:
         flag = "  OVER 400 KB" if size > LIMIT else ""
         bad |= size > LIMIT
         print(f"{Path(path).name:<28} {size / 1000:>7.0f} KB  {len(found):>3} PNG{flag}")
-    print(f"{'total':<28} {total / 1000:>7.0f} KB" + ("  OVER 2 MB" if total > TOTAL_LIMIT else ""))
+    print(f"{'total':<28} {total / 1000:>7.0f} KB" + (f"  OVER {TOTAL_LIMIT / 1e6:g} MB" if total > TOTAL_LIMIT else ""))
     twice = {h: places for h, places in seen.items() if len(places) > 1}
     for places in twice.values():
         print("stored twice:", ", ".join(places))
