@@ -129,7 +129,8 @@ def small_png(figure: plt.Figure) -> bytes:
 
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", bbox_inches="tight")
-    image = Image.open(io.BytesIO(buffer.getvalue())).convert("RGB").quantize(colors=256)
+    buffer.seek(0)
+    image = Image.open(buffer).convert("RGB").quantize(colors=256)
     out = io.BytesIO()
     image.save(out, format="PNG", optimize=True)
     return out.getvalue()
