@@ -3,13 +3,15 @@
 Owns: `Mask` (a plain mapping of weight name -> bool tensor, True = the weight survives), `PruningRule`
 (per-kind rates, layer-wise or global, as data), and pruning strategies written as pure functions
 `(weights, mask, ...) -> new mask`: magnitude pruning layer-wise or global, one-shot pruning to a target
-density, and the random-sparsity control. Pruning only ever removes survivors, so a pruned weight never
-comes back. Counts are exact: pruning p of n survivors removes round(p * n) of them (Python's round, as
+density, and the random-sparsity control; and `CRITERIA`, the scores Zhou et al. (2019) rank by instead
+of the trained magnitude (each strategy takes `score`, the function that turns a tensor into its ranks).
+Pruning only ever removes survivors, so a pruned weight never comes back. Counts are exact: pruning p of n survivors removes round(p * n) of them (Python's round, as
 torch.nn.utils.prune does); ties in magnitude are broken by position (lower flat index goes first).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 
@@ -86,20 +88,25 @@ def _drop_smallest(scores: torch.Tensor, alive: torch.Tensor, count: int) -> tor
     return alive
 
 
-def prune_layerwise(weights: dict[str, torch.Tensor], mask: Mask, rates: dict[str, float]) -> Mask:
-    """Each tensor on its own: remove round(rate * survivors) of its smallest-magnitude survivors."""
+Score = Callable[[torch.Tensor], torch.Tensor]
+
+
+def prune_layerwise(weights: dict[str, torch.Tensor], mask: Mask, rates: dict[str, float],
+                    score: Score = torch.abs) -> Mask:
+    """Each tensor on its own: remove round(rate * survivors) of its lowest-scoring (smallest-magnitude) survivors."""
     new = Mask(mask)
     for name, rate in rates.items():
         alive = mask[name].flatten()
         count = round(rate * int(alive.sum()))
-        new[name] = _drop_smallest(weights[name].detach().abs().flatten().cpu(), alive.cpu(), count) \
+        new[name] = _drop_smallest(score(weights[name].detach()).flatten().cpu(), alive.cpu(), count) \
             .to(mask[name].device).view_as(mask[name])
     return new
 
 
-def prune_global(weights: dict[str, torch.Tensor], mask: Mask, rate: float, names: list[str]) -> Mask:
-    """One threshold across `names`: remove round(rate * survivors) of their smallest survivors."""
-    scores = torch.cat([weights[n].detach().abs().flatten().cpu() for n in names])
+def prune_global(weights: dict[str, torch.Tensor], mask: Mask, rate: float, names: list[str],
+                 score: Score = torch.abs) -> Mask:
+    """One threshold across `names`: remove round(rate * survivors) of their lowest-scoring survivors."""
+    scores = torch.cat([score(weights[n].detach()).flatten().cpu() for n in names])
     alive = torch.cat([mask[n].flatten().cpu() for n in names])
     alive = _drop_smallest(scores, alive, round(rate * int(alive.sum())))
     new, start = Mask(mask), 0
@@ -111,12 +118,12 @@ def prune_global(weights: dict[str, torch.Tensor], mask: Mask, rate: float, name
 
 
 def prune_magnitude(weights: dict[str, torch.Tensor], mask: Mask, kinds: dict[str, str],
-                    rule: PruningRule) -> Mask:
+                    rule: PruningRule, score: Score = torch.abs) -> Mask:
     """One round of magnitude pruning under `rule` (the IMP step)."""
     names = rule.prunable(kinds)
     if rule.scope == "global":
-        return prune_global(weights, mask, rule.rate(kinds[names[0]]), names) if names else Mask(mask)
-    return prune_layerwise(weights, mask, {n: rule.rate(kinds[n]) for n in names})
+        return prune_global(weights, mask, rule.rate(kinds[names[0]]), names, score) if names else Mask(mask)
+    return prune_layerwise(weights, mask, {n: rule.rate(kinds[n]) for n in names}, score)
 
 
 def ladder_density(rule: PruningRule, kinds: dict[str, str], sizes: dict[str, int], rounds: float) -> float:
@@ -135,7 +142,7 @@ def ladder_pm(rule: PruningRule, kinds: dict[str, str], sizes: dict[str, int], r
 
 
 def prune_oneshot(weights: dict[str, torch.Tensor], kinds: dict[str, str], rule: PruningRule,
-                  density: float) -> Mask:
+                  density: float, score: Score = torch.abs) -> Mask:
     """From dense straight to `density` of the prunable weights, in one magnitude step.
 
     The per-layer densities follow `rule`'s ladder (so one-shot and iterative agree layer by layer at the
@@ -155,8 +162,8 @@ def prune_oneshot(weights: dict[str, torch.Tensor], kinds: dict[str, str], rule:
     dense = Mask.ones_like(weights)
     names = rule.prunable(kinds)
     if rule.scope == "global":
-        return prune_global(weights, dense, 1 - density, names) if names else dense
-    return prune_layerwise(weights, dense, {n: 1 - (1 - rule.rate(kinds[n])) ** rounds for n in names})
+        return prune_global(weights, dense, 1 - density, names, score) if names else dense
+    return prune_layerwise(weights, dense, {n: 1 - (1 - rule.rate(kinds[n])) ** rounds for n in names}, score)
 
 
 def random_mask_like(mask: Mask, seed: int) -> Mask:
@@ -169,3 +176,26 @@ def random_mask_like(mask: Mask, seed: int) -> Mask:
         flat[torch.randperm(m.numel(), generator=rng)[:keep]] = True
         new[name] = flat.view_as(m).to(m.device)
     return new
+
+
+def _identity(scores: torch.Tensor) -> torch.Tensor:
+    return scores
+
+
+# Zhou et al. (2019)'s mask criteria: a score per weight from its initial and trained values, higher kept.
+# `magnitude` is their large_final, the paper's; the others are ranked the same way (`criterion_scores`).
+CRITERIA: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "magnitude": lambda init, final: final.abs(),
+    "large-init": lambda init, final: init.abs(),
+    "magnitude-increase": lambda init, final: final.abs() - init.abs(),
+    "movement": lambda init, final: (final - init).abs(),
+}
+
+
+def criterion_scores(criterion: str, init: dict[str, torch.Tensor], trained: dict[str, torch.Tensor],
+                     names: list[str]) -> tuple[dict[str, torch.Tensor], Score]:
+    """The criterion's scores of `names` and the `score` to rank them by (as they are: they are scores)."""
+    if criterion not in CRITERIA:
+        raise ValueError(f"unknown mask criterion {criterion!r}; choose one of {', '.join(CRITERIA)}.")
+    rank = CRITERIA[criterion]
+    return {n: rank(init[n].detach().to(trained[n].device), trained[n].detach()) for n in names}, _identity
