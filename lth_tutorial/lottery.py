@@ -17,7 +17,13 @@ Start weights by strategy:
 Controls run on the masks a ticket run found (round k >= 1, so they need that run; it is run first),
 train with the ticket's data order and start iteration, and differ from it only in what they control:
   - `reinit`     the same mask, a fresh random init (its own seed per trial and round, `seeds`);
-  - `random`     a random mask with the same per-layer densities, and a fresh init.
+  - `random`     a random mask with the same per-layer densities, and a fresh init;
+  - `signed-constant`, `signed-reinit`, `random-signs`  the same mask and what is kept of the init
+                 (Zhou et al. 2019): its signs at sigma_l (the layer's init std), its signs on a fresh
+                 init's magnitudes, or its magnitudes with random signs.
+`method` names what ranks the weights: magnitude after training (IMP) or Zhou et al.'s other criteria
+(`masks.CRITERIA`: large-init, magnitude-increase, movement; rounds and rates as IMP's), a method at
+initialization, or early-bird.
 Densities are over all weights the network has (the paper's Pm), shortcuts and output included;
 per-kind densities are kept beside it.
 """
@@ -31,6 +37,7 @@ from typing import Any, Callable
 import torch
 
 from .data import DataConfig, Splits, load_splits
+from .masks import CRITERIA as _CRITERIA
 from .masks import Mask, PruningRule
 from .pruning_at_init import METHODS as _AT_INIT
 from .rounds import (Trained, Weights, control_mask, control_start, dense_mask, initial_weights,
@@ -40,9 +47,11 @@ from .store import RunStore, changed_fields, environment
 from .training import TrainConfig, set_deterministic
 
 AT_INIT = tuple(_AT_INIT)
-CONTROLS = ("none", "reinit", "random", "shuffle", "invert")
-# magnitude after training (IMP), a method at initialization, or magnitude early in dense training
-METHODS = ("magnitude", *AT_INIT, "early-bird")
+SIGN_CONTROLS = ("signed-constant", "signed-reinit", "random-signs")
+CONTROLS = ("none", "reinit", "random", "shuffle", "invert", *SIGN_CONTROLS)
+CRITERIA = tuple(_CRITERIA)   # scored from the init and the trained weights, round by round as IMP
+# a criterion after training (IMP's magnitude, or Zhou et al.'s), a method at initialization, or early-bird
+METHODS = (*CRITERIA, *AT_INIT, "early-bird")
 _REWIND = re.compile(r"^rewind:(\d+)$")
 
 
@@ -65,6 +74,8 @@ class Experiment:
     oneshot: tuple[float, ...] = ()   # target densities; empty means iterative pruning
     method: str = "magnitude"         # what scores the weights: magnitude after training, or at init
     trial: int = 0                    # trials draw independent inits and data orders (`seeds`)
+    control_rounds: tuple[int, ...] = ()  # a control trains only these rounds (default every one); not
+                                          # in the key: a round's result does not depend on which others ran
     preset: str = ""                  # provenance: names the store folder the run lives in
     profile: str = ""
 
@@ -79,11 +90,14 @@ class Experiment:
             raise ValueError("one-shot pruning resets to the initial weights (strategy reset).")
         if self.method not in METHODS:
             raise ValueError(f"unknown pruning method {self.method!r}; choose one of {', '.join(METHODS)}.")
-        if self.method != "magnitude" and not self.oneshot:
+        if self.method in CRITERIA[1:] and self.strategy != "reset":
+            raise ValueError(f"the {self.method} criterion compares trained weights with the init they reset to "
+                             f"(Zhou et al.); use strategy reset.")
+        if self.method not in CRITERIA and not self.oneshot:
             when = "early in dense training" if self.method == "early-bird" else "at initialization"
             raise ValueError(f"{self.method} prunes {when}, straight to each density: give "
                              f"--oneshot D1,D2,... (e.g. 0.2,0.036).")
-        if self.oneshot and self.control != "none" and self.method == "magnitude":
+        if self.oneshot and self.control != "none" and self.method in CRITERIA:
             raise ValueError("controls are defined on the iterative tickets and on pruning at initialization; "
                              "run them without --oneshot, or with a --method.")
         if self.control in ("shuffle", "invert") and self.method in ("magnitude", "early-bird"):
@@ -94,6 +108,8 @@ class Experiment:
                 raise ValueError(f"one-shot density must be in (0, 1); got {density}.")
         if self.trial < 0:
             raise ValueError(f"trial must be >= 0; got {self.trial}.")
+        if any(r < 1 for r in self.control_rounds):
+            raise ValueError(f"control rounds are >= 1 (round 0 is dense); got {list(self.control_rounds)}.")
 
     # ---- seeds: see `seeds` for what is shared on purpose -------------------------------------------
 
@@ -131,11 +147,13 @@ class Experiment:
         (its round 0 is the ticket's), capped at the one-shot targets."""
         if self.max_rounds is not None:
             rounds = min(rounds, self.max_rounds)
+        if self.control != "none" and self.control_rounds:
+            return [r for r in range(1, rounds + 1) if r in self.control_rounds]
         return list(range(1 if self.control != "none" else 0, rounds + 1))
 
     def ticket(self) -> "Experiment":
         """The ticket run whose masks a control uses."""
-        return replace(self, control="none")
+        return replace(self, control="none", control_rounds=())
 
     # ---- what names its folders ---------------------------------------------------------------------
 

@@ -160,7 +160,8 @@ def get_preset(name: str) -> Preset:
 
 def experiment(preset: str, profile: str | None = None, *, strategy: str = "reset", control: str = "none",
                trial: int = 0, oneshot: tuple[float, ...] = (), rates: dict[str, float] | None = None,
-               scope: str | None = None, train: dict | None = None, method: str = "magnitude") -> Experiment:
+               scope: str | None = None, train: dict | None = None, method: str = "magnitude",
+               control_rounds: tuple[int, ...] = ()) -> Experiment:
     """The Experiment for a preset and profile, with optional overrides of the pruning rule and training.
 
     `rates` are the paper's per-round rates per kind (as in paper-facts.md), whatever the profile: the
@@ -177,7 +178,8 @@ def experiment(preset: str, profile: str | None = None, *, strategy: str = "rese
     return Experiment(model=chosen.model, data=prof.data, train=trained_with(prof.train, train or {}, prof.data),
                       pruning=rule,
                       dropout=chosen.dropout, strategy=strategy, control=control, oneshot=tuple(oneshot),
-                      trial=trial, preset=chosen.name, profile=profile or current_profile(), method=method)
+                      trial=trial, preset=chosen.name, profile=profile or current_profile(), method=method,
+                      control_rounds=tuple(control_rounds) if control != "none" else ())
 
 
 def paper_rates(preset: Preset, overrides: dict[str, float]) -> dict[str, float]:

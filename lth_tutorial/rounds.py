@@ -15,10 +15,11 @@ from typing import Any
 import torch
 
 from .data import Splits
-from .masks import Mask, PruningRule, prune_magnitude, prune_oneshot, random_mask_like
+from .masks import CRITERIA, Mask, PruningRule, criterion_scores, prune_magnitude, prune_oneshot, random_mask_like
 from .models import create_model, model_weight_kinds, weight_kinds
 from .pruning_at_init import prune_at_init, scoring_batch, scoring_passes
 from .seeds import derive_seed
+from .supermask import signed_constant
 from .training import Progress, train
 
 EARLY_BIRD_THRESHOLD, EARLY_BIRD_WINDOW = 0.1, 5   # You et al.'s code: 5 masks, 4 distances, each <= 0.1
@@ -90,7 +91,7 @@ def mask_cost(experiment, index: int) -> dict[str, int | None]:
         iterations, passes = 0, 0
     elif experiment.method == "early-bird":  # known once drawn: its ticket records it (`ticket_mask`)
         iterations, passes = None, 0
-    elif experiment.method != "magnitude":
+    elif experiment.method not in CRITERIA:
         iterations, passes = 0, scoring_passes(experiment.method)
     elif experiment.oneshot:
         iterations, passes = t, 0
@@ -122,14 +123,17 @@ def ticket_mask(experiment, index: int, trained_previous: Weights | None, mask_p
         mask, drawn = early_bird_mask(experiment, index, init, splits)
         spent = experiment.train.iterations if drawn is None else drawn
         return mask, {**mask_cost(experiment, index), "mask_iterations": spent, "early_bird_iteration": drawn}
-    if experiment.method != "magnitude":
+    if experiment.method not in CRITERIA:
         return at_init_mask(experiment, index, init, splits), None
     kinds = model_weight_kinds(experiment.model, experiment.dropout)
+    base = trained_dense if experiment.oneshot and trained_dense is not None else trained_previous
+    scores, score = {n: base[n] for n in kinds}, torch.abs
+    if experiment.method != "magnitude":  # Zhou et al.'s criteria compare the trained weights with the init
+        scores, score = criterion_scores(experiment.method, init, base, list(kinds))
     if experiment.oneshot:
-        base = trained_dense if trained_dense is not None else trained_previous
         share = prunable_target(experiment.oneshot[index - 1], base, kinds, experiment.pruning)
-        return prune_oneshot({n: base[n] for n in kinds}, kinds, experiment.pruning, share), None
-    return prune_magnitude(trained_previous, Mask(mask_previous), kinds, experiment.pruning), None
+        return prune_oneshot(scores, kinds, experiment.pruning, share, score), None
+    return prune_magnitude(scores, Mask(mask_previous), kinds, experiment.pruning, score), None
 
 
 def ticket_start(experiment, init: Weights, trained_previous: Weights | None, rewind: Weights | None) -> Weights:
@@ -153,11 +157,24 @@ def control_mask(experiment, index: int, ticket_mask_of_round: Mask, init: Weigh
 
 
 def control_start(experiment, index: int, init: Weights | None = None) -> Weights:
-    """A control's start: a fresh init of its own per trial and round (`reinit`, `random`), or the
-    ticket's init (`shuffle`, `invert`: "missing the mark" changes only the mask)."""
+    """A control's start: a fresh init of its own per trial and round (`reinit`, `random`), the ticket's
+    init (`shuffle`, `invert`: "missing the mark" changes only the mask), or (the sign controls) the
+    ticket's init with its magnitudes or its signs replaced; biases are the ticket's in every sign control."""
     if experiment.control in ("shuffle", "invert"):
         return init
-    return initial_weights(experiment, experiment.control_seed(index, "init"))
+    if experiment.control == "signed-constant":
+        return signed_constant(init, list(model_weight_kinds(experiment.model, experiment.dropout)))
+    fresh = initial_weights(experiment, experiment.control_seed(index, "init"))
+    if experiment.control not in ("signed-reinit", "random-signs"):
+        return fresh
+    start = dict(init)
+    for name in model_weight_kinds(experiment.model, experiment.dropout):
+        w = init[name]
+        if experiment.control == "signed-reinit":  # the original signs on a fresh draw's magnitudes
+            start[name] = torch.sign(w) * fresh[name].to(w.device).abs()
+        else:  # the original magnitudes, each sign a fair coin (the fresh init's signs are exactly that)
+            start[name] = w.abs() * torch.sign(fresh[name].to(w.device))
+    return start
 
 
 def train_round(experiment, index: int, start: Weights, mask: Mask, splits: Splits, *, start_iteration: int = 0,

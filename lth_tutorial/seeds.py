@@ -11,7 +11,9 @@ What shares a seed, on purpose:
 Everything else is distinct: a reinit control draws (trial, "reinit", k, "init") in round k, the random
 control its mask from (trial, "random", k, "mask") and its init from (trial, "random", k, "init"); a
 method at initialization draws its scoring batch (and random scores) from (trial, "ticket", k, "score"),
-which its inverted ablation shares, so both rank one set of scores.
+which its inverted ablation shares, so both rank one set of scores. The sign controls draw from their own
+(trial, kind, k, "init"); the two copies of an instability analysis of round k from
+(trial, "instability", k, "data"), shared by a ticket and its controls so they differ only in the start.
 """
 from __future__ import annotations
 
@@ -19,7 +21,8 @@ import numpy as np
 
 # Fixed forever: changing any of these changes every run's result (the store's schema would have to change).
 ENTROPY = 0x1077_7EC4_E75  # "lottery tickets"
-RUN_KINDS = ("ticket", "reinit", "random", "shuffle", "invert")
+RUN_KINDS = ("ticket", "reinit", "random", "shuffle", "invert",  # append only, as PURPOSES
+             "signed-constant", "signed-reinit", "random-signs", "instability")
 PURPOSES = ("init", "data", "mask", "score")  # append only: an index is part of every seed's key
 
 

@@ -436,7 +436,7 @@ def test_bad_input_is_rejected_clearly(ticket):
         replace(exp, control="flip")
     with pytest.raises(ValueError, match="the shuffle ablation is defined for pruning at initialization"):
         replace(exp, control="shuffle")
-    with pytest.raises(ValueError, match="unknown pruning method 'obd'; choose one of magnitude, magnitude-init"):
+    with pytest.raises(ValueError, match="unknown pruning method 'obd'; choose one of magnitude, large-init, magnitude-increase, movement, magnitude-init"):
         replace(exp, method="obd")
     with pytest.raises(ValueError, match="snip prunes at initialization, straight to each density"):
         replace(exp, method="snip")
