@@ -108,6 +108,35 @@ def _grid(args, progress=None):
                 only_trials=tuple(args.trial or ()), method=args.method)
 
 
+def _ints(text: str | None, option: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in (text or "").split(",") if v.strip())
+    except ValueError:
+        raise UsageError(f"{option} takes round numbers like 0,3,10; got {text!r}.") from None
+
+
+def cmd_instability(args) -> None:
+    """Instability analyses of each trial's ticket (and controls) at the rounds asked for, one by one."""
+    from .instability import Instability, line, run_instability
+
+    profile = args.profile or current_profile()
+    prof = get_preset(args.preset).profile(profile)
+    trials = prof.trials if args.trials is None else args.trials
+    at = _ints(args.at, "--at") or (0,)
+    of = tuple("none" if c == "ticket" else c for c in _values(args.of, "--of", ("ticket", *CONTROLS[1:])) or ("ticket",))
+    analyses = [Instability(experiment(args.preset, profile, strategy=args.strategy, control=c, trial=t), r, args.points)
+                for t in (args.trial or range(trials)) for r in at for c in of if r > 0 or c == "none"]
+    device, store = resolve_device(args.device), RunStore(args.store)
+    results = []
+    for analysis in tqdm(analyses, desc="instability", unit="analysis"):
+        results.append(run_instability(analysis, store, device))
+        tqdm.write(f"{args.preset} ({profile}, {args.strategy}): {line(results[-1])}")
+    if args.json:
+        save_summary({"preset": args.preset, "profile": profile, "strategy": args.strategy, "instability": results,
+                      "provenance": provenance(device)}, args.json)
+        print(f"summary written to {args.json}")
+
+
 def cmd_run(args) -> None:
     holder: dict = {}
     progress = _round_printer(holder)
@@ -160,7 +189,10 @@ def _sweep_grids(args):
     return [Grid(tuple(args.presets), _values(args.profile, "--profile", PROFILES),
                  _values(args.strategy, "--strategy") or ("reset",), controls, args.trials, args.rounds,
                  _oneshot(args.oneshot), _rates(args.rate), args.scope, train, tuple(args.trial or ()),
-                 _values(args.method, "--method", METHODS) or ("magnitude",))]
+                 _values(args.method, "--method", METHODS) or ("magnitude",),
+                 control_rounds=_ints(args.control_rounds, "--control-rounds"),
+                 instability=_ints(args.instability, "--instability"),
+                 instability_of=_values(args.instability_of, "--instability-of") or ("ticket",))]
 
 
 def _outputs(path: str, summaries: list[dict], suffix: str) -> list[Path]:
@@ -302,6 +334,10 @@ def parser() -> argparse.ArgumentParser:
     sweep.add_argument("--trial", type=int, action="append", metavar="N", help="only trial N of --trials (repeatable)")
     sweep.add_argument("--strategy", help="reset | continue | rewind:K, comma-separated (default reset)")
     sweep.add_argument("--control", help="reinit, random, or both comma-separated")
+    sweep.add_argument("--control-rounds", metavar="ROUNDS", help="train the controls at these rounds only (comma list)")
+    sweep.add_argument("--instability", metavar="ROUNDS", help="also analyse the instability of these rounds "
+                       "(comma list; 0 = the dense network at the strategy's k)")
+    sweep.add_argument("--instability-of", metavar="RUNS", help="ticket and/or controls to analyse (default ticket)")
     sweep.add_argument("--oneshot", metavar="DENSITY", help="prune once, straight to each DENSITY (comma list)")
     sweep.add_argument("--method", help="magnitude (IMP, default) and/or methods at initialization, comma-separated")
     sweep.add_argument("--rate", action="append", metavar="KIND=RATE", help="as for `lth run`")
@@ -320,6 +356,20 @@ def parser() -> argparse.ArgumentParser:
     sweep.add_argument("--json", help="write the summary here (a folder when the sweep makes several)")
     sweep.add_argument("--curves", metavar="JSON", help="also write the curves (a folder when several)")
     sweep.set_defaults(func=cmd_sweep)
+    inst = sub.add_parser("instability", help="train two copies of a ticket (or control) round with different "
+                          "data orders and measure the error barrier between them (linear mode connectivity)")
+    inst.add_argument("preset", help="a preset name (see `lth list`)")
+    inst.add_argument("--profile", choices=PROFILES, help="quick or paper; default $LTH_PROFILE or quick")
+    inst.add_argument("--at", metavar="ROUNDS", help="rounds to analyse, comma-separated (default 0: the dense network)")
+    inst.add_argument("--of", metavar="RUNS", help="ticket and/or controls (reinit, random, ...), comma-separated")
+    inst.add_argument("--strategy", default="reset", help="reset (k = 0) or rewind:K (start at iteration K)")
+    inst.add_argument("--trials", type=int, help="trials (default: the profile's)")
+    inst.add_argument("--trial", type=int, action="append", metavar="N", help="only trial N (repeatable)")
+    inst.add_argument("--points", type=int, default=30, help="evenly spaced points on the path (default 30, the paper's)")
+    inst.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    inst.add_argument("--store", help="run store folder (default $LTH_RUNS_DIR or ./runs)")
+    inst.add_argument("--json", help="write the analyses here")
+    inst.set_defaults(func=cmd_instability)
     return top
 
 

@@ -2,7 +2,8 @@
 `load_grids`, grids from a TOML file whose keys are `lth sweep`'s flags.
 
 A grid expands into cells, one per summary (preset, profile, strategy), each with the experiments
-`runner.grid_experiments` lists, all validated before anything starts or trains.
+`runner.grid_experiments` lists and the instability analyses asked for (rounds x ticket/controls), all
+validated before anything starts or trains.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from .lottery import CONTROLS
 from .presets import current_profile, get_preset
 from .runner import grid_experiments
 
@@ -31,6 +33,9 @@ class Grid:
     train: dict[str, Any] = field(default_factory=dict)   # iterations, lr, eval_every, batch_size
     only_trials: tuple[int, ...] = ()
     methods: tuple[str, ...] = ("magnitude",)   # magnitude after training, or methods at initialization
+    control_rounds: tuple[int, ...] = ()  # train the controls at these rounds only (default: every round)
+    instability: tuple[int, ...] = ()     # rounds whose instability is analysed (`instability`), of:
+    instability_of: tuple[str, ...] = ("ticket",)   # the ticket and/or controls (their start and mask)
 
     def cells(self) -> list[dict[str, Any]]:
         """One `run_grid`-style description per summary, each validated before anything trains."""
@@ -44,17 +49,28 @@ class Grid:
                     raise ValueError(f"--rounds must be >= 0; got {rounds}.")
                 if trials < 1:
                     raise ValueError(f"--trials must be >= 1; got {trials}.")
+                if any(not 0 <= r <= rounds for r in self.instability):
+                    raise ValueError(f"instability rounds must be in 0..{rounds} (the grid's rounds); "
+                                     f"got {list(self.instability)}.")
+                of = tuple("none" if c == "ticket" else c for c in self.instability_of)
+                unknown = [c for c in of if c not in CONTROLS]
+                if unknown:
+                    raise ValueError(f"instability_of takes ticket or a control ({', '.join(CONTROLS[1:])}); "
+                                     f"got {', '.join(unknown)}.")
                 for method in self.methods:
                     for strategy in ("reset",) if self.oneshot else self.strategies:
                         cell = dict(preset=preset, profile=profile, trials=trials, strategy=strategy,
                                     controls=tuple(self.controls), oneshot=tuple(self.oneshot),
                                     rates=dict(self.rates), scope=self.scope, train=dict(self.train),
-                                    only_trials=tuple(self.only_trials), method=method)
-                        out.append({**cell, "rounds": rounds, "experiments": grid_experiments(**cell)})
+                                    only_trials=tuple(self.only_trials), method=method,
+                                    control_rounds=tuple(self.control_rounds))
+                        out.append({**cell, "rounds": rounds, "experiments": grid_experiments(**cell),
+                                    "instability": tuple(self.instability), "instability_of": of})
         return out
 
 
-_LISTS = {"presets", "profiles", "strategies", "controls", "oneshot", "only_trials", "methods"}
+_LISTS = {"presets", "profiles", "strategies", "controls", "oneshot", "only_trials", "methods", "control_rounds",
+          "instability", "instability_of"}
 
 
 def load_grids(path: str | Path) -> list[Grid]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,8 @@ from . import sweep_tasks as tasks
 from .data import load_splits
 from .lottery import Experiment, RunFolders, run_folders
 from .grids import Grid, load_grids
+from .instability import Instability, analysis_folder
+from .instability import line as instability_line
 from .reports import round_line
 from .rounds import initial_weights
 from .runner import summary_of
@@ -122,7 +124,7 @@ class _Driver:
         self.loaded: dict[Path, Any] = {}
         self.data: dict[Any, list] = {}
         self.remote = {name: ray.remote(getattr(tasks, name)) for name in
-                       ("probe", "dense_task", "ticket_task", "control_task", "rewind_task")}
+                       ("probe", "dense_task", "ticket_task", "control_task", "rewind_task", "instability_task")}
 
     def _task(self, name: str, returns: int, *args):
         return self.remote[name].options(**self.options, num_returns=returns).remote(*args)
@@ -147,14 +149,20 @@ class _Driver:
         self.env, self.result.provenance = self.ray.get(probe)
         runs = [(cell, exp, run_folders(exp, self.store, env=self.env)) for cell in self.cells
                 for exp in cell["experiments"]]
-        folders = sorted({p for _, _, f in runs for p in (f.dense, f.ticket, f.control) if p is not None})
+        analyses = [(cell, a, *analysis_folder(a, self.store, env=self.env)) for cell in self.cells
+                    for a in _analyses(cell)]
+        folders = sorted({p for _, _, f in runs for p in (f.dense, f.ticket, f.control) if p is not None}
+                         | {folder for _, _, folder, _ in analyses})
         with contextlib.ExitStack() as locks:
             for folder in folders:  # one order for every process: two sweeps never wait on each other in a cycle
                 locks.enter_context(self.store.lock(folder))
             for cell, exp, run in runs:
                 self._plan(exp, run, cell["rounds"])
+            for _, analysis, folder, run in analyses:
+                self._analysis(analysis, folder, run)
             self._drain()
-        summaries = (self._summary(cell, [(e, f) for c, e, f in runs if c is cell]) for cell in self.cells)
+        summaries = (self._summary(cell, [(e, f) for c, e, f in runs if c is cell],
+                                   [folder for c, _, folder, _ in analyses if c is cell]) for cell in self.cells)
         self.result.summaries = [s for s in summaries if s is not None]
         return self.result
 
@@ -228,7 +236,26 @@ class _Driver:
         return ref
 
     def _done(self, node: _Node) -> bool:
-        return (RunStore.round_dir(node.folder, node.index) / "metrics.json").exists()
+        return (self._metrics_file(node)).exists()
+
+    @staticmethod
+    def _metrics_file(node: _Node) -> Path:
+        if node.kind == "instability":  # a branch folder of its own, not a round's
+            return node.folder / "metrics.json"
+        return RunStore.round_dir(node.folder, node.index) / "metrics.json"
+
+    def _analysis(self, analysis: Instability, folder: Path, run: RunFolders) -> None:
+        """An instability analysis after its ticket's round (its mask) and the dense run (init, W_k)."""
+        exp, index = analysis.experiment.ticket(), analysis.round
+        source = self.nodes[(run.dense, 0) if index == 0 else (run.ticket, index)]
+        node = self._add(_Node(analysis.experiment, "instability", folder, index, (source,), save=()), None)
+        if self._done(node):
+            return
+        mask = self._ref(source, "mask") if index else None
+        metrics = self._task("instability_task", 1, analysis, self.device, self.threads, self.env, self._data(exp),
+                             self._stored(run.dense / "init.pt"), self._rewind(exp, run), mask)
+        node.refs = {"metrics": metrics}
+        self.pending[metrics] = node
 
     def _ticket_round(self, exp, run, index, previous: _Node, init, rewind) -> _Node:
         node = self._add(_Node(exp, "ticket", run.ticket, index, (previous,)), (run.ticket, index))
@@ -272,6 +299,14 @@ class _Driver:
             if node.kind == "rewind":
                 self.store.save_tensors(node.rewind_file, value)
                 continue
+            if node.kind == "instability":
+                self.store.save_json(node.folder / "metrics.json", value)
+                self.result.trained += 1
+                self.result.nodes[value["ray_node"]] += 1
+                bar.update(1)
+                if self.show:
+                    tqdm.write(f"{node.head}: instability {instability_line(value)}")
+                continue
             folder = RunStore.round_dir(node.folder, node.index)
             for what, tensors in outputs.items():
                 self.store.save_tensors(folder / f"{what}.pt", tensors)
@@ -312,15 +347,29 @@ class _Driver:
                 return True
         return False
 
-    def _summary(self, cell, runs) -> dict[str, Any] | None:
-        """The cell's summary, read from the store as `run_grid` reads it; None if a round is missing."""
+    def _summary(self, cell, runs, analyses: list[Path]) -> dict[str, Any] | None:
+        """The cell's summary, read from the store as `run_grid` reads it (with its instability analyses
+        under "instability"); None if a round or an analysis is missing."""
         found = []
         for exp, run in runs:
             wanted = exp.wanted_rounds(cell["rounds"])
             if not all((run.round(k) / "metrics.json").exists() for k in wanted):
                 return None
             found.append((exp, [self.store.load_json(run.round(k) / "metrics.json") for k in wanted]))
-        return summary_of(found, cell["rounds"], cell["controls"], self.curve_points)
+        if not all((folder / "metrics.json").exists() for folder in analyses):
+            return None
+        summary = summary_of(found, cell["rounds"], cell["controls"], self.curve_points)
+        if analyses:
+            summary["instability"] = [self.store.load_json(folder / "metrics.json") for folder in analyses]
+        return summary
+
+
+def _analyses(cell: dict[str, Any]) -> list[Instability]:
+    """The cell's instability analyses: each trial's ticket (and controls asked for) at each round."""
+    tickets = [exp for exp in cell["experiments"] if exp.control == "none"]
+    return [Instability(exp if of == "none" else replace(exp, control=of), index)
+            for exp in tickets for index in cell["instability"] for of in cell["instability_of"]
+            if index > 0 or of == "none"]
 
 
 __all__ = ["run_sweep", "SweepResult", "Grid", "load_grids", "RETRIES", "RayMissing"]

@@ -124,3 +124,15 @@ def rewind_task(exp: Experiment, device: str, threads: int, env: dict, data: lis
     """The rewind snapshot of a dense run trained earlier without it (a replay of its first K iterations)."""
     _prepare(device, threads, env)
     return _cpu(rewind_snapshot(exp, init, _splits(data, device)))
+
+
+def instability_task(analysis, device: str, threads: int, env: dict, data: list, init: Weights,
+                     rewind: Weights | None, ticket_mask_of_round: Mask | None) -> dict[str, Any]:
+    """An instability analysis: its start and mask from the ticket's, both copies trained, the paths."""
+    from .instability import analyze, instability_inputs
+
+    _prepare(device, threads, env)
+    splits = _splits(data, device)
+    move = lambda t: None if t is None else {k: v.to(device) for k, v in t.items()}  # noqa: E731
+    start, mask = instability_inputs(analysis, move(init), move(rewind), move(ticket_mask_of_round), splits)
+    return _done(analyze(analysis, start, mask, splits))

@@ -317,6 +317,45 @@ def test_the_cheaper_tickets_grid_file_parses_and_validates():
     assert ablated == {"magnitude-init", "snip", "grasp", "synflow"}   # random's ablations are random again
 
 
+def test_instability_and_sign_controls_sweep_as_they_run(data_root, tmp_path):
+    """Instability analyses (dense, a ticket round and its reinit) and sign controls trained at one round
+    only: the sweep's summary holds them, equal to the serial library's, exactly."""
+    from dataclasses import replace
+
+    from lth_tutorial.instability import Instability, run_instability
+    from lth_tutorial.presets import experiment
+    from lth_tutorial.runner import run_grid
+
+    tiny = {"iterations": 30, "eval_every": 10}
+    grid = Grid(("lenet-mnist",), ("quick",), controls=("signed-constant", "random-signs"), trials=1, rounds=2,
+                train=tiny, control_rounds=(2,), instability=(0, 2), instability_of=("ticket", "reinit"))
+    result = run_sweep([grid], store=RunStore(tmp_path / "sweep"), num_cpus=2, progress=False)
+    assert result.failures == [] and result.trained == 3 + 2 + 3   # 3 ticket rounds, 2 controls, 3 analyses
+    (summary,) = result.summaries
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        store = RunStore(tmp_path / "serial")
+        expected = run_grid("lenet-mnist", "quick", rounds=2, trials=1, controls=("signed-constant", "random-signs"),
+                            train=tiny, store=store, control_rounds=(2,))
+        assert {k: v for k, v in summary.items() if k != "instability"} == expected
+        assert [[r["round"] for r in run["rounds"]] for run in summary["runs"]] == [[0, 1, 2], [2], [2]]
+        ticket = experiment("lenet-mnist", "quick", train=tiny)
+        serial = [run_instability(Instability(ticket, 0), store), run_instability(Instability(ticket, 2), store),
+                  run_instability(Instability(replace(ticket, control="reinit"), 2), store)]
+        assert [{k: v for k, v in m.items() if k != "ray_node"} for m in summary["instability"]] == serial
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_the_anatomy_grid_file_parses_and_validates():
+    """docs/sweeps/anatomy.toml, the planned paper-budget runs of notebook 07."""
+    (grid,) = load_grids(Path(__file__).resolve().parent.parent / "docs" / "sweeps" / "anatomy.toml")
+    (cell,) = grid.cells()
+    assert cell["instability"] == (0, 3, 10) and cell["instability_of"] == ("none", "reinit")
+    assert {e.control_rounds for e in cell["experiments"] if e.control != "none"} == {(10,)}
+
+
 def test_without_ray_the_sweep_says_how_to_install_it(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "ray", None)   # `import ray` now fails as on a machine without it
     assert main(["sweep", "lenet-mnist", *GRID]) == 2
