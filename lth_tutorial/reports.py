@@ -63,6 +63,8 @@ def round_line(trial: int, who: str, m: dict) -> str:
 # and for early-bird tickets the iteration of the draw (None: never drawn)
 COST_KEYS = ("mask_iterations", "scoring_passes", "train_iterations", "early_bird_iteration")
 SERIES_ORDER = ("winning ticket", "random reinit", "random sparsity", "continued training", "one-shot")
+# Zhou et al.'s controls on the ticket's mask: what each keeps of the init (see rounds.control_start)
+SIGN_SERIES = {"signed-constant": "signed constant", "signed-reinit": "signed reinit", "random-signs": "random signs"}
 METRICS = ("early_stop_iteration", "early_stop_val_loss", "early_stop_test_accuracy", "final_test_accuracy")
 
 
@@ -73,6 +75,8 @@ def label(run: dict) -> str:
         ablation = {"reinit": "reinit", "random": "random sparsity", "shuffle": "layer-wise shuffle",
                     "invert": "inverted"}.get(run["control"])
         return run["method"] + (f" ({ablation})" if ablation else "")
+    if run["control"] in SIGN_SERIES:
+        return SIGN_SERIES[run["control"]]
     if run["control"] == "reinit":
         return "random reinit"
     if run["control"] == "random":

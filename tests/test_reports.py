@@ -72,6 +72,16 @@ def test_frame_is_one_row_per_trial_series_and_round():
     assert df.loc[3, "early_stop_test_accuracy"] == pytest.approx(0.93)
 
 
+def test_every_control_has_a_series_of_its_own():
+    from lth_tutorial.lottery import CONTROLS
+    from lth_tutorial.reports import label
+
+    names = {c: label({"strategy": "reset", "control": c}) for c in CONTROLS if c not in ("shuffle", "invert")}
+    assert names == {"none": "winning ticket", "reinit": "random reinit", "random": "random sparsity",
+                     "signed-constant": "signed constant", "signed-reinit": "signed reinit",
+                     "random-signs": "random signs"}
+
+
 def test_aggregate_and_table_name_the_spread():
     from lth_tutorial.reports import aggregate, table, to_csv, to_html, to_markdown
 
