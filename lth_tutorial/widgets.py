@@ -2,7 +2,8 @@
 
 Owns `LotteryPanel`. With `methods=True` (notebook 06) it also has a method menu (IMP, or a method at
 initialization, or early-bird) and a density slider: a method other than IMP prunes straight to that
-density, and the control menu offers the "missing the mark" ablations where they are defined.
+density, and the control menu offers the "missing the mark" ablations where they are defined. With
+`sign_controls=True` (notebook 07) IMP's control menu adds Zhou et al.'s sign controls.
 Run trains only what the run store lacks
 (finished rounds redraw at once), shows a `tqdm.auto` bar while it trains, then redraws the density
 figure and the table (`reports.to_html`). Everything it prints goes into its own Output widgets, so
@@ -15,7 +16,7 @@ import matplotlib.pyplot as plt
 from IPython.display import display
 from tqdm.auto import tqdm
 
-from .lottery import AT_INIT, RoundProgress
+from .lottery import AT_INIT, SIGN_CONTROLS, RoundProgress
 from .presets import current_profile, get_preset
 from .reports import to_html
 from .runner import run_grid
@@ -33,7 +34,7 @@ class LotteryPanel:
     def __init__(self, preset: str, profile: str | None = None, *, rounds: int | None = None, trials: int = 1,
                  control: str = "reinit", store: RunStore | None = None, device: str = "cpu", splits=None,
                  paper_scale: dict | None = None, methods: bool = False, method: str = "magnitude",
-                 density: float = 0.036):
+                 density: float = 0.036, sign_controls: bool = False):
         self.preset = get_preset(preset)
         self.profile = profile or current_profile()
         self.store = store or RunStore()
@@ -51,7 +52,7 @@ class LotteryPanel:
         rewind = f"rewind:{max(1, prof.train.iterations // 100)}"
         self.strategy = w.Dropdown(options=["reset", "continue", rewind], value="reset", description="strategy")
         self.control = w.Dropdown(options=["none", "reinit", "random"], value="none", description="control")
-        self.methods = methods
+        self.methods, self.sign_controls = methods, sign_controls
         self.method = w.Dropdown(options=[(METHOD_NAMES[m], m) for m in METHOD_NAMES], value="magnitude",
                                  description="method")
         # one-shot target Pm, on a log scale as the figures' x axis: 1% to 89% of the weights
@@ -78,9 +79,10 @@ class LotteryPanel:
 
     def _method_changed(self) -> None:
         """IMP uses the rates, rounds and strategy; any other method one density (and, at initialization,
-        offers the shuffle and invert ablations)."""
+        offers the shuffle and invert ablations). The sign controls, when offered, are IMP's."""
         imp = self.method.value == "magnitude"
-        options = ["none", "reinit", "random"] + (["shuffle", "invert"] if self.method.value in AT_INIT else [])
+        options = (["none", "reinit", "random"] + (list(SIGN_CONTROLS) if imp and self.sign_controls else [])
+                   + (["shuffle", "invert"] if self.method.value in AT_INIT else []))
         keep = self.control.value if self.control.value in options else "none"
         self.control.options = options
         self.control.value = keep

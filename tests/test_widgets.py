@@ -75,3 +75,14 @@ def test_the_method_menu_names_every_method_and_runs_it_at_its_density(grids, tm
                                    control="invert", density=0.029)
     assert started.settings() | {"rates": None} == {"rates": None, "rounds": 8, "strategy": "reset",
                                                     "control": "invert", "method": "grasp", "density": 0.029}
+
+
+def test_sign_controls_are_offered_only_when_asked_and_run_as_controls(grids, tmp_path):
+    plain = widgets.LotteryPanel("lenet-mnist", "quick", store=RunStore(tmp_path))
+    assert list(plain.control.options) == ["none", "reinit", "random"]
+    panel = widgets.LotteryPanel("lenet-mnist", "quick", store=RunStore(tmp_path), sign_controls=True,
+                                 control="signed-constant", rounds=5)
+    assert list(panel.control.options) == ["none", "reinit", "random", "signed-constant", "signed-reinit",
+                                           "random-signs"]
+    panel.run()
+    assert (grids[-1]["controls"], grids[-1]["rounds"]) == (("signed-constant",), 5)
