@@ -32,6 +32,22 @@ STRUCTURED_MODELS = ("lenet", "conv2", "conv4", "conv6")
 UNIT_KINDS = ("conv", "fc")   # kinds whose units may be removed; "output" units never are
 
 
+def check_structure(structure: str, model: str, *, method: str, oneshot: tuple[float, ...], scope: str) -> None:
+    """Refuse, in one line, a structure that does not exist or a run it cannot make."""
+    if structure not in STRUCTURES:
+        raise ValueError(f"unknown structure {structure!r}; choose one of {', '.join(STRUCTURES)}.")
+    if structure == "weights":
+        return
+    if model not in STRUCTURED_MODELS:
+        raise ValueError(f"structured pruning removes neurons or filters of {', '.join(STRUCTURED_MODELS)}; "
+                         f"{model} is not supported: use --structure weights.")
+    if method != "magnitude" or oneshot:
+        raise ValueError("structured pruning is iterative magnitude pruning of units (L1 norm): drop "
+                         "--method and --oneshot, or use --structure weights.")
+    if scope != "layerwise":
+        raise ValueError("structured pruning ranks the units of each layer on their own: drop --scope global.")
+
+
 def _links(kinds: dict[str, str], like: Mask) -> list[tuple[str, int]]:
     """(name, group) per layer in forward order: each unit of the previous layer feeds `group`
     consecutive inputs of this one (1, or H*W where the last conv is flattened into the first fc)."""
