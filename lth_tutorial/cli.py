@@ -145,8 +145,9 @@ def cmd_run(args) -> None:
     which = f" (only {', '.join(map(str, grid['only_trials']))})" if grid["only_trials"] else ""
     chosen = experiment(grid["preset"], grid["profile"], rates=grid["rates"], scope=grid["scope"], train=grid["train"])
     rule, config = chosen.pruning, chosen.train
-    pruning = ", ".join(f"{kind} {rate:.4g}" for kind, rate in rule.rates.items() if rate > 0)
     units = ", of whole units" if grid["structure"] == "units" else ""
+    pruning = ", ".join(f"{kind} {rate:.4g}" for kind, rate in rule.rates.items()
+                        if rate > 0 and not (units and kind == "output"))   # the classes are never removed
     print(f"{grid['preset']} ({grid['profile']} profile) on {grid['device']}: {grid['trials']} trial(s){which}, "
           f"rounds 0..{grid['rounds']}, strategy {grid['strategy']}, pruning {pruning} per round ({rule.scope}{units}), "
           f"{config.iterations:,} iterations at lr {config.lr:g}, batch {config.batch_size}, "
@@ -226,7 +227,8 @@ def cmd_sweep(args) -> int:
     print(f"\nsweep: {result.trained} round(s) trained, {result.found} found in the store, on "
           f"{len(result.nodes)} node(s); store {RunStore(args.store).root}")
     for summary in result.summaries:
-        print(f"\n{summary['preset']} ({summary['profile']} profile, {summary['runs'][0]['strategy']})\n"
+        units = ", units" if summary["runs"][0].get("structure") else ""
+        print(f"\n{summary['preset']} ({summary['profile']} profile, {summary['runs'][0]['strategy']}{units})\n"
               + to_markdown(summary))
     made = {**result.provenance, "sweep": {"cpus_per_task": args.cpus_per_task, "gpus_per_task": args.gpus_per_task,
                                           "nodes": len(result.nodes)}}

@@ -9,8 +9,9 @@ functions of each), and `compact_model`, a structured ticket materialized as a g
 
 A unit's score is the L1 norm of its surviving incoming weights: Li et al. (2017)'s filter score,
 used for neurons too (the issue asks only for "a norm"; L1 keeps one rule for both kinds). Scores use
-the masked weights, so kernels of channels removed in earlier rounds no longer count (Li et al.'s
-"greedy" sums across rounds); within one round, every layer is scored on the previous round's mask.
+the masked weights, so kernels of channels removed in earlier rounds no longer count (the "greedy"
+sums a secondary summary attributes to Li et al.); within a round, every layer is scored on the
+previous round's mask, independently of what the other layers lose in it.
 Each round removes round(rate * alive units) of each layer, the rate being its kind's rate in the
 `PruningRule` (conv or fc), ties broken by position as in `masks`; never the last unit of a layer.
 The 10 output units are the classes and are never removed; the output layer only loses the columns
@@ -185,8 +186,9 @@ def _shrunk(layer: nn.Module, rows: torch.Tensor, cols: torch.Tensor, weight: to
 
 def compact_model(model_name: str, weights: dict[str, torch.Tensor], mask: Mask, dropout: float = 0.0) -> CompactNet:
     """Model `model_name` with `weights` (a state_dict) under the structured `mask`, rebuilt with only
-    its alive units: the same function (up to float summation order), fewer conv channels and fc units,
-    built from torch layers only (so `torch.export` and `torch.load(weights_only=True)` take it)."""
+    its alive units, on the CPU: the same function (up to float summation order), fewer conv channels
+    and fc units, built from torch layers only (so `torch.export` and `torch.load(weights_only=True)`
+    take it). Its `description` names the widths kept."""
     if model_name not in STRUCTURED_MODELS:
         raise ValueError(f"compact models are built for {', '.join(STRUCTURED_MODELS)}; {model_name} is not "
                          f"a sequential net of whole units.")

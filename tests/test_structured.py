@@ -281,7 +281,7 @@ def test_the_cli_takes_structure_units_and_refuses_what_it_cannot_do(tmp_path, c
     assert main(["run", "lenet-mnist", "--profile", "quick", "--rounds", "1", "--trials", "1", "--structure", "units",
                  "--iterations", "30", "--eval-every", "10", "--store", str(tmp_path / "store"),
                  "--json", str(out)]) == 0
-    assert "of whole units" in capsys.readouterr().out
+    assert "pruning fc 0.36 per round (layerwise, of whole units)" in capsys.readouterr().out
     summary = json.loads(out.read_text())
     assert summary["runs"][0]["structure"] == "units"
     assert summary["runs"][0]["rounds"][1]["units"] == {"fc.0.weight": 192, "fc.2.weight": 64, "fc.4.weight": 10}
