@@ -12,7 +12,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from .data import DataError
-from .lottery import CONTROLS, METHODS, RoundProgress, check_strategy, resolve_device
+from .lottery import CONTROLS, METHODS, STRUCTURES, RoundProgress, check_strategy, resolve_device
 from .masks import PruningRule
 from .models import MODELS, UnknownModelError, count_weights, create_model, weight_kinds
 from .presets import PRESETS, PROFILES, TRAIN_OVERRIDES, current_profile, experiment, get_preset
@@ -100,12 +100,12 @@ def _grid(args, progress=None):
     train = {k: getattr(args, k) for k in TRAIN_OVERRIDES if getattr(args, k) is not None}
     # the whole selection checked here, before any data is loaded or anything is printed or trained
     experiment(preset.name, profile, strategy=args.strategy, oneshot=oneshot, rates=rates, scope=args.scope,
-               train=train, method=args.method, control=args.control)
+               train=train, method=args.method, control=args.control, structure=args.structure)
     controls = () if args.control == "none" else (args.control,)
     return dict(preset=preset.name, profile=profile, rounds=len(oneshot) if oneshot else rounds, trials=trials,
                 strategy=args.strategy, controls=controls, oneshot=oneshot, rates=rates,
                 scope=args.scope, train=train, store=RunStore(args.store), device=resolve_device(args.device), progress=progress,
-                only_trials=tuple(args.trial or ()), method=args.method)
+                only_trials=tuple(args.trial or ()), method=args.method, structure=args.structure)
 
 
 def _ints(text: str | None, option: str) -> tuple[int, ...]:
@@ -145,9 +145,11 @@ def cmd_run(args) -> None:
     which = f" (only {', '.join(map(str, grid['only_trials']))})" if grid["only_trials"] else ""
     chosen = experiment(grid["preset"], grid["profile"], rates=grid["rates"], scope=grid["scope"], train=grid["train"])
     rule, config = chosen.pruning, chosen.train
-    pruning = ", ".join(f"{kind} {rate:.4g}" for kind, rate in rule.rates.items() if rate > 0)
+    units = ", of whole units" if grid["structure"] == "units" else ""
+    pruning = ", ".join(f"{kind} {rate:.4g}" for kind, rate in rule.rates.items()
+                        if rate > 0 and not (units and kind == "output"))   # the classes are never removed
     print(f"{grid['preset']} ({grid['profile']} profile) on {grid['device']}: {grid['trials']} trial(s){which}, "
-          f"rounds 0..{grid['rounds']}, strategy {grid['strategy']}, pruning {pruning} per round ({rule.scope}), "
+          f"rounds 0..{grid['rounds']}, strategy {grid['strategy']}, pruning {pruning} per round ({rule.scope}{units}), "
           f"{config.iterations:,} iterations at lr {config.lr:g}, batch {config.batch_size}, "
           f"evaluated every {config.eval_every}"
           + (f", controls {', '.join(grid['controls'])}" if grid["controls"] else "") + f"; store {grid['store'].root}")
@@ -191,6 +193,7 @@ def _sweep_grids(args):
                  _oneshot(args.oneshot), _rates(args.rate), args.scope, train, tuple(args.trial or ()),
                  _values(args.method, "--method", METHODS) or ("magnitude",),
                  control_rounds=_ints(args.control_rounds, "--control-rounds"),
+                 structures=_values(args.structure, "--structure", STRUCTURES) or ("weights",),
                  instability=_ints(args.instability, "--instability"),
                  instability_of=_values(args.instability_of, "--instability-of") or ("ticket",))]
 
@@ -202,7 +205,7 @@ def _outputs(path: str, summaries: list[dict], suffix: str) -> list[Path]:
     if path.endswith(".json"):
         raise UsageError(f"the sweep made {len(summaries)} summaries; give a folder, not {path}.")
     names = [f"{s['preset']}-{s['profile']}-{s['runs'][0].get('method') or s['runs'][0]['strategy'].replace(':', '')}"
-             for s in summaries]
+             + ("-units" if s["runs"][0].get("structure") else "") for s in summaries]
     # grids that differ only in training or rates: the name alone would collide, the config's hash does not
     names = [n if names.count(n) == 1 else f"{n}-{key_hash(s['config'])[:6]}" for n, s in zip(names, summaries)]
     return [Path(path) / f"{name}{suffix}.json" for name in names]
@@ -224,7 +227,8 @@ def cmd_sweep(args) -> int:
     print(f"\nsweep: {result.trained} round(s) trained, {result.found} found in the store, on "
           f"{len(result.nodes)} node(s); store {RunStore(args.store).root}")
     for summary in result.summaries:
-        print(f"\n{summary['preset']} ({summary['profile']} profile, {summary['runs'][0]['strategy']})\n"
+        units = ", units" if summary["runs"][0].get("structure") else ""
+        print(f"\n{summary['preset']} ({summary['profile']} profile, {summary['runs'][0]['strategy']}{units})\n"
               + to_markdown(summary))
     made = {**result.provenance, "sweep": {"cpus_per_task": args.cpus_per_task, "gpus_per_task": args.gpus_per_task,
                                           "nodes": len(result.nodes)}}
@@ -292,6 +296,9 @@ def _selectors(p: argparse.ArgumentParser) -> None:
                    help="what scores the weights: magnitude after training (IMP, default), or a method at "
                         "initialization, pruning straight to each --oneshot density")
     p.add_argument("--oneshot", metavar="DENSITY", help="prune once, straight to DENSITY (or a comma list)")
+    p.add_argument("--structure", default="weights", choices=STRUCTURES,
+                   help="what a round removes: single weights (default) or whole units, LeNet's neurons and the "
+                        "Conv nets' filters by L1 norm, at the fc and conv rates (output units stay)")
     p.add_argument("--rate", action="append", metavar="KIND=RATE",
                    help="override a layer kind's pruning rate: the paper's rate per round (conv, fc, output, "
                         "shortcut; the model's kinds only); the quick profile prunes 1-(1-RATE)^2 per round, "
@@ -340,6 +347,7 @@ def parser() -> argparse.ArgumentParser:
     sweep.add_argument("--instability-of", metavar="RUNS", help="ticket and/or controls to analyse (default ticket)")
     sweep.add_argument("--oneshot", metavar="DENSITY", help="prune once, straight to each DENSITY (comma list)")
     sweep.add_argument("--method", help="magnitude (IMP, default) and/or methods at initialization, comma-separated")
+    sweep.add_argument("--structure", help="weights (default) and/or units (neurons, filters), comma-separated")
     sweep.add_argument("--rate", action="append", metavar="KIND=RATE", help="as for `lth run`")
     sweep.add_argument("--scope", choices=("layerwise", "global"), help="override the pruning scope")
     for name, kind, text in (("--iterations", int, "training iterations per round"), ("--lr", float, "learning rate"),

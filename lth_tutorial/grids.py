@@ -1,7 +1,7 @@
-"""What a sweep runs: `Grid`, one grid of presets x profiles x strategies x trials x controls, and
-`load_grids`, grids from a TOML file whose keys are `lth sweep`'s flags.
+"""What a sweep runs: `Grid`, one grid of presets x profiles x methods x structures x strategies x trials
+x controls, and `load_grids`, grids from a TOML file whose keys are `lth sweep`'s flags.
 
-A grid expands into cells, one per summary (preset, profile, strategy), each with the experiments
+A grid expands into cells, one per summary (preset, profile, method, structure, strategy), each with the experiments
 `runner.grid_experiments` lists and the instability analyses asked for (rounds x ticket/controls), all
 validated before anything starts or trains.
 """
@@ -34,6 +34,7 @@ class Grid:
     only_trials: tuple[int, ...] = ()
     methods: tuple[str, ...] = ("magnitude",)   # magnitude after training, or methods at initialization
     control_rounds: tuple[int, ...] = ()  # train the controls at these rounds only (default: every round)
+    structures: tuple[str, ...] = ("weights",)   # single weights and/or whole units (neurons, filters)
     instability: tuple[int, ...] = ()     # rounds whose instability is analysed (`instability`), of:
     instability_of: tuple[str, ...] = ("ticket",)   # the ticket and/or controls (their start and mask)
 
@@ -57,20 +58,20 @@ class Grid:
                 if unknown:
                     raise ValueError(f"instability_of takes ticket or a control ({', '.join(CONTROLS[1:])}); "
                                      f"got {', '.join(unknown)}.")
-                for method in self.methods:
+                for method, structure in ((m, s) for m in self.methods for s in self.structures):
                     for strategy in ("reset",) if self.oneshot else self.strategies:
                         cell = dict(preset=preset, profile=profile, trials=trials, strategy=strategy,
                                     controls=tuple(self.controls), oneshot=tuple(self.oneshot),
                                     rates=dict(self.rates), scope=self.scope, train=dict(self.train),
                                     only_trials=tuple(self.only_trials), method=method,
-                                    control_rounds=tuple(self.control_rounds))
+                                    control_rounds=tuple(self.control_rounds), structure=structure)
                         out.append({**cell, "rounds": rounds, "experiments": grid_experiments(**cell),
                                     "instability": tuple(self.instability), "instability_of": of})
         return out
 
 
 _LISTS = {"presets", "profiles", "strategies", "controls", "oneshot", "only_trials", "methods", "control_rounds",
-          "instability", "instability_of"}
+          "instability", "instability_of", "structures"}
 
 
 def load_grids(path: str | Path) -> list[Grid]:

@@ -24,6 +24,10 @@ train with the ticket's data order and start iteration, and differ from it only 
 `method` names what ranks the weights: magnitude after training (IMP) or Zhou et al.'s other criteria
 (`masks.CRITERIA`: large-init, magnitude-increase, movement; rounds and rates as IMP's), a method at
 initialization, or early-bird.
+`structure` names what a round removes: single weights (the paper's IMP), or whole `units`, LeNet's
+neurons and the Conv nets' filters by their L1 norm (`structured`, Li et al. 2017), through the same
+rounds, strategies and controls (`reinit` on a structured mask is Liu et al. 2019's training from scratch;
+`random` keeps each layer's number of units, at random).
 Densities are over all weights the network has (the paper's Pm), shortcuts and output included;
 per-kind densities are kept beside it.
 """
@@ -44,6 +48,8 @@ from .rounds import (Trained, Weights, control_mask, control_start, dense_mask, 
                      rewind_snapshot, ticket_mask, ticket_start, train_round)
 from .seeds import derive_seed
 from .store import RunStore, changed_fields, environment
+from .structured import STRUCTURES as _STRUCTURES
+from .structured import check_structure
 from .training import TrainConfig, set_deterministic
 
 AT_INIT = tuple(_AT_INIT)
@@ -52,6 +58,7 @@ CONTROLS = ("none", "reinit", "random", "shuffle", "invert", *SIGN_CONTROLS)
 CRITERIA = tuple(_CRITERIA)   # scored from the init and the trained weights, round by round as IMP
 # a criterion after training (IMP's magnitude, or Zhou et al.'s), a method at initialization, or early-bird
 METHODS = (*CRITERIA, *AT_INIT, "early-bird")
+STRUCTURES = tuple(_STRUCTURES)   # what a round removes: single weights, or whole units (neurons, filters)
 _REWIND = re.compile(r"^rewind:(\d+)$")
 
 
@@ -74,6 +81,7 @@ class Experiment:
     oneshot: tuple[float, ...] = ()   # target densities; empty means iterative pruning
     method: str = "magnitude"         # what scores the weights: magnitude after training, or at init
     trial: int = 0                    # trials draw independent inits and data orders (`seeds`)
+    structure: str = "weights"        # what a round removes: single weights, or whole units (`structured`)
     control_rounds: tuple[int, ...] = ()  # a control trains only these rounds (default every one); not
                                           # in the key: a round's result does not depend on which others ran
     preset: str = ""                  # provenance: names the store folder the run lives in
@@ -110,6 +118,8 @@ class Experiment:
             raise ValueError(f"trial must be >= 0; got {self.trial}.")
         if any(r < 1 for r in self.control_rounds):
             raise ValueError(f"control rounds are >= 1 (round 0 is dense); got {list(self.control_rounds)}.")
+        check_structure(self.structure, self.model, method=self.method, oneshot=self.oneshot,
+                        scope=self.pruning.scope)
 
     # ---- seeds: see `seeds` for what is shared on purpose -------------------------------------------
 
@@ -166,8 +176,9 @@ class Experiment:
         return {**self.dense_key(), "pruning": {"rates": dict(sorted(self.pruning.rates.items())),
                                                 "scope": self.pruning.scope},
                 "strategy": self.strategy, "oneshot": list(self.oneshot),
-                # only when set, so runs made before methods existed keep their folders
-                **({"method": self.method} if self.method != "magnitude" else {})}
+                # only when set, so runs made before methods (structures) existed keep their folders
+                **({"method": self.method} if self.method != "magnitude" else {}),
+                **({"structure": self.structure} if self.structure != "weights" else {})}
 
     @property
     def group(self) -> str:
@@ -177,7 +188,8 @@ class Experiment:
     def ticket_name(self) -> str:
         if self.method != "magnitude":
             return f"t{self.trial}-{self.method}"
-        return f"t{self.trial}-" + ("oneshot" if self.oneshot else self.strategy.replace(":", ""))
+        units = "units-" if self.structure != "weights" else ""
+        return f"t{self.trial}-{units}" + ("oneshot" if self.oneshot else self.strategy.replace(":", ""))
 
 
 @dataclass(frozen=True)

@@ -161,14 +161,15 @@ def get_preset(name: str) -> Preset:
 def experiment(preset: str, profile: str | None = None, *, strategy: str = "reset", control: str = "none",
                trial: int = 0, oneshot: tuple[float, ...] = (), rates: dict[str, float] | None = None,
                scope: str | None = None, train: dict | None = None, method: str = "magnitude",
-               control_rounds: tuple[int, ...] = ()) -> Experiment:
+               control_rounds: tuple[int, ...] = (), structure: str = "weights") -> Experiment:
     """The Experiment for a preset and profile, with optional overrides of the pruning rule and training.
 
     `rates` are the paper's per-round rates per kind (as in paper-facts.md), whatever the profile: the
     quick profile steps them to 1 - (1 - p)^2 exactly as it steps the preset's own. Where the paper
     prunes the output layer at half the fc rate (LeNet, Conv nets), giving `fc` alone keeps that rule.
     `train` overrides the profile's training (`trained_with`); the overrides change the run's hash,
-    so they get a store folder of their own.
+    so they get a store folder of their own. `structure="units"` removes whole neurons or filters per
+    round at the same per-kind rates (fc, conv; output units are never removed), stepped alike.
     """
     chosen = get_preset(preset)
     prof = chosen.profile(profile or current_profile())
@@ -179,7 +180,7 @@ def experiment(preset: str, profile: str | None = None, *, strategy: str = "rese
                       pruning=rule,
                       dropout=chosen.dropout, strategy=strategy, control=control, oneshot=tuple(oneshot),
                       trial=trial, preset=chosen.name, profile=profile or current_profile(), method=method,
-                      control_rounds=tuple(control_rounds) if control != "none" else ())
+                      control_rounds=tuple(control_rounds) if control != "none" else (), structure=structure)
 
 
 def paper_rates(preset: Preset, overrides: dict[str, float]) -> dict[str, float]:

@@ -15,10 +15,11 @@ from typing import Any
 import torch
 
 from .data import Splits
-from .masks import CRITERIA, Mask, PruningRule, criterion_scores, prune_magnitude, prune_oneshot, random_mask_like
+from .masks import CRITERIA, Mask, PruningRule, criterion_scores, prune_oneshot
 from .models import create_model, model_weight_kinds, weight_kinds
 from .pruning_at_init import prune_at_init, scoring_batch, scoring_passes
 from .seeds import derive_seed
+from .structured import STRUCTURES, unit_counts
 from .supermask import signed_constant
 from .training import Progress, train
 
@@ -115,7 +116,8 @@ def early_bird_mask(experiment, index: int, init: Weights, splits: Splits) -> tu
 def ticket_mask(experiment, index: int, trained_previous: Weights | None, mask_previous: Mask | None,
                 trained_dense: Weights | None = None, init: Weights | None = None,
                 splits: Splits | None = None) -> tuple[Mask, dict[str, Any] | None]:
-    """The ticket's mask of round `index` >= 1: the previous round's survivors pruned by magnitude,
+    """The ticket's mask of round `index` >= 1: the previous round's survivors pruned by magnitude (single
+    weights or whole units, as `experiment.structure` says),
     (one-shot) the dense trained network pruned straight to the round's target, (a method at
     initialization) the init scored by that method, or (early-bird) drawn during dense training; and,
     where `mask_cost` cannot know it from the experiment alone, what the mask cost (else None)."""
@@ -133,7 +135,8 @@ def ticket_mask(experiment, index: int, trained_previous: Weights | None, mask_p
     if experiment.oneshot:
         share = prunable_target(experiment.oneshot[index - 1], base, kinds, experiment.pruning)
         return prune_oneshot(scores, kinds, experiment.pruning, share, score), None
-    return prune_magnitude(scores, Mask(mask_previous), kinds, experiment.pruning, score), None
+    prune = STRUCTURES[experiment.structure].prune
+    return prune(scores, Mask(mask_previous), kinds, experiment.pruning, score), None
 
 
 def ticket_start(experiment, init: Weights, trained_previous: Weights | None, rewind: Weights | None) -> Weights:
@@ -148,9 +151,12 @@ def ticket_start(experiment, init: Weights, trained_previous: Weights | None, re
 def control_mask(experiment, index: int, ticket_mask_of_round: Mask, init: Weights | None = None,
                  splits: Splits | None = None) -> Mask:
     """A control's mask of round `index`: the ticket's own (`reinit`), one at random positions with its
-    per-layer counts (`random`, and `shuffle`, the same draw), or the method's inverted scores (`invert`)."""
+    per-layer counts of weights or units (`random`, and `shuffle`, the same draw), or the method's
+    inverted scores (`invert`)."""
     if experiment.control in ("random", "shuffle"):
-        return random_mask_like(Mask(ticket_mask_of_round), experiment.control_seed(index, "mask"))
+        random_like = STRUCTURES[experiment.structure].random_like
+        return random_like(Mask(ticket_mask_of_round), model_weight_kinds(experiment.model, experiment.dropout),
+                           experiment.control_seed(index, "mask"))
     if experiment.control == "invert":
         return at_init_mask(experiment, index, init, splits, invert=True)
     return Mask(ticket_mask_of_round)
@@ -192,7 +198,8 @@ def train_round(experiment, index: int, start: Weights, mask: Mask, splits: Spli
                               start_iteration=start_iteration, progress=progress)
     metrics = {"round": index, "density": mask.density(), "kind_density": kind_densities(mask, kinds),
                "start_iteration": start_iteration, **(cost or mask_cost(experiment, index)), "seconds": round(time.perf_counter() - started, 2),
-               "device": str(device), "layer_density": mask.layer_densities(), **metrics}
+               "device": str(device), "layer_density": mask.layer_densities(),
+               **({"units": unit_counts(mask)} if experiment.structure == "units" else {}), **metrics}
     return Trained(metrics, model.state_dict(), snapshot)
 
 

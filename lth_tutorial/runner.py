@@ -19,7 +19,7 @@ from .presets import experiment
 from .reports import COST_KEYS
 from .store import RunStore
 
-ROUND_KEYS = ("round", "density", "kind_density", "early_stop_iteration", "early_stop_val_loss",
+ROUND_KEYS = ("round", "density", "kind_density", "units", "early_stop_iteration", "early_stop_val_loss",
               "early_stop_test_accuracy", "final_test_accuracy", *COST_KEYS)
 CURVE_KEYS = ("iteration", "val_loss", "test_accuracy")
 
@@ -40,13 +40,15 @@ def grid_experiments(preset: str, profile: str, *, trials: int, strategy: str = 
                      controls: tuple[str, ...] = (), oneshot: tuple[float, ...] = (),
                      rates: dict[str, float] | None = None, scope: str | None = None,
                      train: dict[str, Any] | None = None, only_trials: tuple[int, ...] = (),
-                     method: str = "magnitude", control_rounds: tuple[int, ...] = ()) -> list[Experiment]:
+                     method: str = "magnitude", control_rounds: tuple[int, ...] = (),
+                     structure: str = "weights") -> list[Experiment]:
     """Every run of a grid, in summary order: per trial, the ticket run, then each control (trained at
     `control_rounds` only, when given)."""
     if any(not 0 <= t < trials for t in only_trials):
         raise ValueError(f"trial indices must be in 0..{trials - 1} (trials={trials}); got {list(only_trials)}.")
     return [experiment(preset, profile, strategy=strategy, oneshot=oneshot, rates=rates, scope=scope, train=train,
-                       control=control, trial=trial, method=method, control_rounds=control_rounds)
+                       control=control, trial=trial, method=method, control_rounds=control_rounds,
+                       structure=structure)
             for trial in only_trials or range(trials) for control in ("none", *controls)]
 
 
@@ -55,9 +57,11 @@ def summary_of(runs: list[tuple[Experiment, list[dict]]], rounds: int, controls:
     """The summary of a grid's runs from each run's round metrics (as `run_experiment` returns them)."""
     first = runs[0][0]
     described = {k: v for k, v in asdict(replace(first, trial=0, control="none")).items()
-                 if k not in ("trial", "control", "control_rounds") and (k, v) != ("method", "magnitude")}
+                 if k not in ("trial", "control", "control_rounds")
+                 and (k, v) not in (("method", "magnitude"), ("structure", "weights"))}  # as before they existed
     kept = [{"trial": exp.trial, "strategy": "oneshot" if exp.oneshot else exp.strategy, "control": exp.control,
              **({"method": exp.method} if exp.method != "magnitude" else {}),
+             **({"structure": exp.structure} if exp.structure != "weights" else {}),
              "rounds": [_kept(m, curve_points) for m in metrics]} for exp, metrics in runs]
     return {"preset": first.preset, "profile": first.profile, "config": described,
             "trials": sorted({r["trial"] for r in kept}), "controls": list(controls), "rounds": rounds, "runs": kept}
@@ -69,19 +73,20 @@ def run_grid(preset: str, profile: str, *, rounds: int, trials: int, strategy: s
              train: dict[str, Any] | None = None, store: RunStore | None = None,
              device: str | torch.device = "cpu", progress: RoundProgress | None = None,
              splits: Splits | None = None, only_trials: tuple[int, ...] = (), curve_points: int = 0,
-             method: str = "magnitude", control_rounds: tuple[int, ...] = ()) -> dict[str, Any]:
+             method: str = "magnitude", control_rounds: tuple[int, ...] = (),
+             structure: str = "weights") -> dict[str, Any]:
     """Run (or read from the store) each trial's ticket run and its controls; return the summary.
 
     `rates` are the paper's per-round rates, stepped by the profile, and `train` overrides the
     profile's training (iterations, lr, eval_every, batch_size), both as `presets.experiment` takes
     them. `only_trials` picks some of the `trials` (one per process or machine); a later call without
     it reads them all back from the store. `curve_points` > 0 keeps each round's training curves,
-    thinned to about that many evaluations, under "curve". `sweep.run_sweep` runs the same grids as
-    a Ray task graph.
+    thinned to about that many evaluations, under "curve". `structure="units"` prunes whole neurons or
+    filters (`structured`). `sweep.run_sweep` runs the same grids as a Ray task graph.
     """
     exps = grid_experiments(preset, profile, trials=trials, strategy=strategy, controls=controls, oneshot=oneshot,
                             rates=rates, scope=scope, train=train, only_trials=only_trials, method=method,
-                            control_rounds=control_rounds)
+                            control_rounds=control_rounds, structure=structure)
     if splits is not None:
         check_splits(splits, exps[0])
     store = store or RunStore()

@@ -102,7 +102,7 @@ class _Node:
     def head(self) -> str:
         exp = self.exp
         run = exp.method if exp.method != "magnitude" else ("oneshot" if exp.oneshot else exp.strategy)
-        return f"{exp.preset} ({exp.profile}, {run})"
+        return f"{exp.preset} ({exp.profile}, {run}{', units' if exp.structure != 'weights' else ''})"
 
     @property
     def label(self) -> str:
