@@ -13,7 +13,9 @@ control its mask from (trial, "random", k, "mask") and its init from (trial, "ra
 method at initialization draws its scoring batch (and random scores) from (trial, "ticket", k, "score"),
 which its inverted ablation shares, so both rank one set of scores. The sign controls draw from their own
 (trial, kind, k, "init"); the two copies of an instability analysis of round k from
-(trial, "instability", k, "data"), shared by a ticket and its controls so they differ only in the start.
+(trial, "instability", k, "data"), shared by a ticket and its controls so they differ only in the start;
+a learned supermask its data order and mask draws from (trial, "supermask", k, "data"), a random mask
+drawn to compare with a ticket's from (trial, "supermask", k, "mask").
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ import numpy as np
 # Fixed forever: changing any of these changes every run's result (the store's schema would have to change).
 ENTROPY = 0x1077_7EC4_E75  # "lottery tickets"
 RUN_KINDS = ("ticket", "reinit", "random", "shuffle", "invert",  # append only, as PURPOSES
-             "signed-constant", "signed-reinit", "random-signs", "instability")
+             "signed-constant", "signed-reinit", "random-signs", "instability", "supermask")
 PURPOSES = ("init", "data", "mask", "score")  # append only: an index is part of every seed's key
 
 

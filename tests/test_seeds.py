@@ -14,7 +14,7 @@ def test_every_tuple_of_every_paper_grid_gets_its_own_seed():
     rounds = max(p.paper.rounds for p in PRESETS.values())
     grid = list(itertools.product(range(trials), RUN_KINDS, range(rounds + 1), PURPOSES))
     seeds = [derive_seed(*key) for key in grid]
-    assert len(set(seeds)) == len(grid) == 5 * 9 * 25 * 4   # trials x run kinds x rounds x purposes
+    assert len(set(seeds)) == len(grid) == 5 * 10 * 25 * 4   # trials x run kinds x rounds x purposes
     assert all(0 <= s < 2 ** 63 for s in seeds)
 
 
