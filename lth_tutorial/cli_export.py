@@ -9,7 +9,7 @@ import argparse
 from pathlib import Path
 
 from .cli import UsageError, _oneshot, _rates
-from .lottery import CONTROLS, METHODS, resolve_device
+from .lottery import CONTROLS, METHODS, STRUCTURES, resolve_device
 from .presets import TRAIN_OVERRIDES, current_profile, experiment
 from .store import RunStore
 
@@ -27,6 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--control", default="none", help=f"a control's round instead of the ticket's ({', '.join(CONTROLS[1:])})")
     p.add_argument("--trial", type=int, default=0, metavar="N", help="which trial (default 0)")
     p.add_argument("--method", default="magnitude", help=f"how the run pruned ({', '.join(METHODS)})")
+    p.add_argument("--structure", default="weights", help=f"what the run pruned ({', '.join(STRUCTURES)}; default weights)")
     p.add_argument("--oneshot", metavar="DENSITY", help="the run's one-shot densities, as given to `lth run`")
     p.add_argument("--rate", action="append", metavar="KIND=RATE", help="the run's rate overrides, as for `lth run`")
     p.add_argument("--scope", choices=("layerwise", "global"), help="the run's pruning scope override")
@@ -52,7 +53,7 @@ def cmd_export(args) -> None:
     train = {k: getattr(args, k) for k in TRAIN_OVERRIDES if getattr(args, k) is not None}
     chosen = experiment(args.preset, profile, strategy=args.strategy, control=args.control, trial=args.trial,
                         method=args.method, oneshot=_oneshot(args.oneshot), rates=_rates(args.rate),
-                        scope=args.scope, train=train)
+                        scope=args.scope, train=train, structure=args.structure)
     stored = find_round(chosen, args.round, RunStore(args.store), resolve_device(args.device), args.threads)
     paths = export_round(stored, Path(args.out), args.format)
     m = stored.metrics

@@ -77,6 +77,7 @@ class StoredRound:
 def _who(e: Experiment) -> str:
     return (f"{e.preset} ({e.profile} profile) trial {e.trial}, strategy {e.strategy}"
             + (f", method {e.method}" if e.method != "magnitude" else "")
+            + (f", structure {e.structure}" if e.structure != "weights" else "")
             + (f", control {e.control}" if e.control != "none" else "") + f", {e.train.iterations:,} iterations")
 
 
@@ -87,12 +88,12 @@ def _env_text(env: dict[str, Any]) -> str:
 
 def _others(store: RunStore, experiment: Experiment, folder: Path) -> str:
     """What the store holds under the same readable name: runs made with other settings are other runs."""
-    made = set()
-    for config in (store.root / experiment.group).glob(f"{folder.name.rsplit('-', 1)[0]}-*/config.json"):
+    made, name = set(), folder.name.rsplit("-", 1)[0]
+    for config in (store.root / experiment.group).glob(f"{name}-{'?' * 10}/config.json"):   # name-<key hash>
         made.add(_env_text(json.loads(config.read_text()).get("made_with", {"device": "?", "torch": "?"})))
     if not made:
         return ""
-    return f" (the store's {folder.name.rsplit('-', 1)[0]} runs were made with {'; '.join(sorted(made))})"
+    return f" (the store's {name} runs were made with {'; '.join(sorted(made))})"
 
 
 def find_round(experiment: Experiment, index: int, store: RunStore | None = None,
@@ -134,7 +135,8 @@ def ticket_metadata(stored: StoredRound) -> dict[str, str]:
     mean, std = NORMALIZATION[e.data.dataset]
     return {
         "format": "lth-ticket 1", "preset": e.preset, "profile": e.profile, "trial": str(e.trial),
-        "strategy": e.strategy, "control": e.control, "method": e.method, "round": str(stored.index),
+        "strategy": e.strategy, "control": e.control, "method": e.method, "structure": e.structure,
+        "round": str(stored.index),
         "density": repr(m["density"]), "architecture": e.model, "architecture_name": MODELS[e.model][2],
         "dropout": repr(e.dropout), "input_shape": json.dumps(INPUT_SHAPES[e.data.dataset]),
         "input_normalization": json.dumps({"mean": mean, "std": std, "of": "pixels scaled to [0, 1]"}),

@@ -120,6 +120,22 @@ def test_plain_pytorch_loads_the_export_without_this_package(store, test_split, 
     assert torch.equal(torch.load(tmp_path / "y.pt", weights_only=True), expected)
 
 
+def test_a_structured_round_is_found_by_its_structure_and_exported_alike(tmp_path, test_split, capsys):
+    store, out = tmp_path / "store", tmp_path / "ticket"
+    assert main(["run", *SELECT, "--structure", "units", "--rounds", "1", "--trials", "1", "--store", str(store)]) == 0
+    assert main(["export", *SELECT, "--round", "1", "--out", str(out), "--store", str(store)]) == 2
+    assert "no run of lenet-mnist (quick profile) trial 0, strategy reset, 30" in capsys.readouterr().err
+    assert main(["export", *SELECT, "--structure", "units", "--round", "1", "--out", str(out), "--store", str(store),
+                 "--format", "safetensors"]) == 0
+    assert [p.name for p in out.iterdir()] == ["ticket.safetensors"]
+    ticket = load_ticket(out)
+    stored = find_round(experiment("lenet-mnist", "quick", train={"iterations": 30, "eval_every": 10},
+                                   structure="units"), 1, RunStore(store))
+    assert evaluate(ticket.model, test_split)[1].item() == stored.metrics["final_test_accuracy"]
+    assert ticket.metadata["structure"] == "units"
+    assert not ticket.mask["fc.0.weight"].any(1).all()          # whole neurons (rows) gone
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--round", "3", "--store", "{empty}"], "no run of lenet-mnist (quick profile) trial 0, strategy reset, 30 "
                                             "iterations made with cpu 1 thread(s)"),
