@@ -106,9 +106,9 @@ def test_plain_pytorch_loads_the_export_without_this_package(store, test_split, 
         import torch
         torch.set_num_threads(1)
         x = torch.load({str(tmp_path / 'x.pt')!r}, weights_only=True)
-        prog = torch.export.load({str(out / 'model.pt2')!r})   # the README's three lines
-        model = prog.module()
-        torch.save(model(x), {str(tmp_path / 'y.pt')!r})
+        model = torch.export.load({str(out / 'model.pt2')!r}).module()   # the README's lines
+        logits = model(x)
+        torch.save(logits, {str(tmp_path / 'y.pt')!r})
         state = torch.load({str(out / 'prune_state_dict.pt')!r}, weights_only=True)
         assert sorted(state)[:3] == ["fc.0.bias", "fc.0.weight_mask", "fc.0.weight_orig"], sorted(state)
     """)
