@@ -116,7 +116,8 @@ def find_round(experiment: Experiment, index: int, store: RunStore | None = None
                           f"--threads and --device it was made with.")
     finished = [k for k in folders.finished_rounds() if k > 0 or experiment.control == "none"]
     if index not in finished:
-        have = f"rounds {finished[0]}..{finished[-1]}" if finished else "none yet"
+        have = ("none yet" if not finished else f"rounds {finished[0]}..{finished[-1]}"
+                if finished == list(range(finished[0], finished[-1] + 1)) else f"rounds {', '.join(map(str, finished))}")
         raise ExportError(f"round {index} of {who} is not finished (finished: {have}); train it first (`lth run` "
                           f"with the same selectors and --rounds {index}), or export a finished round.")
     folder = folders.round(index)
