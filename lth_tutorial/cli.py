@@ -378,6 +378,8 @@ def parser() -> argparse.ArgumentParser:
     inst.add_argument("--store", help="run store folder (default $LTH_RUNS_DIR or ./runs)")
     inst.add_argument("--json", help="write the analyses here")
     inst.set_defaults(func=cmd_instability)
+    from .cli_export import add_parser as add_export_parser  # lth export lives in its own module
+    add_export_parser(sub)
     return top
 
 

@@ -97,8 +97,7 @@ class RunStore:
         ticket); otherwise it lives under `root/group`.
         """
         full = {"schema": SCHEMA, **key}
-        base = parent if parent is not None else self.root / group
-        folder = base / (name if parent is not None else f"{name}-{key_hash(full)}")
+        folder = self.folder_path(key, name, parent, group)
         config = folder / "config.json"
         if config.exists():
             stored = self.load_json(config)
@@ -113,6 +112,11 @@ class RunStore:
             self._write(config, lambda tmp: tmp.write_text(json.dumps(full, indent=2, sort_keys=True,
                                                                       default=str)))
         return folder
+
+    def folder_path(self, key: dict, name: str, parent: Path | None = None, group: str = "runs") -> Path:
+        """Where `folder` puts the run for `key`, without creating anything (a reader that only looks)."""
+        base = parent if parent is not None else self.root / group
+        return base / (name if parent is not None else f"{name}-{key_hash({'schema': SCHEMA, **key})}")
 
     @staticmethod
     def round_dir(run: Path, index: int) -> Path:

@@ -83,6 +83,15 @@ def test_folder_names_are_readable_and_keyed(tmp_path):
     assert json.loads((a / "config.json").read_text()) == {"schema": 2, "x": 1}
 
 
+def test_folder_path_is_where_folder_puts_a_run_and_creates_nothing(tmp_path):
+    store, key = RunStore(tmp_path), {"model": "lenet", "trial": 0}
+    path = store.folder_path(key, "t0-dense", group="lenet-mnist-quick")
+    assert not (tmp_path / "lenet-mnist-quick").exists()     # a reader that only looks leaves no trace
+    assert store.folder(key, "t0-dense", group="lenet-mnist-quick") == path
+    assert (path / "config.json").exists()
+    assert store.folder_path(key, "reinit", parent=path) == path / "reinit"
+
+
 def test_environment_records_what_changes_results():
     env = environment("cpu")
     assert env["device"] == "cpu" and env["threads"] == torch.get_num_threads()
