@@ -21,7 +21,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--round", type=int, required=True, metavar="K", help="the round to export (0 = dense)")
     p.add_argument("--out", required=True, metavar="DIR", help="folder to write into (created)")
     p.add_argument("--format", default="all", help="safetensors (ticket.safetensors), prune (model.pt2 and "
-                   "prune_state_dict.pt: torch.nn.utils.prune's weight_orig / weight_mask) or all (default)")
+                   "prune_state_dict.pt: torch.nn.utils.prune's weight_orig / weight_mask), compact (a structured ticket as a "
+                   "smaller dense network: compact.pt2, compact.safetensors) or all (default; compact when structured)")
     p.add_argument("--profile", help="quick or paper; default $LTH_PROFILE or quick")
     p.add_argument("--strategy", default="reset", help="reset | continue | rewind:K (default reset)")
     p.add_argument("--control", default="none", help=f"a control's round instead of the ticket's ({', '.join(CONTROLS[1:])})")

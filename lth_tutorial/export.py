@@ -12,7 +12,9 @@ exports any module the same way (`export_compact`: a structured ticket's compact
                                     dimension: `torch.export.load(path).module()` runs it without this
                                     package; the metadata rides along as the extra file ticket.json;
                prune_state_dict.pt  that module's state_dict, for `torch.load(..., weights_only=True)`.
-  all          both.
+  compact      compact.pt2 and compact.safetensors: a structured ticket (`--structure units`) as the genuinely
+               smaller dense network (`structured.compact_model`), exported the same way;
+  all          safetensors and prune, and compact for a structured ticket.
 
 The weights are the round's `trained.pt`: the weights at the end of training (iteration T). Their test
 accuracy is the round's `final_test_accuracy`, and that is the accuracy recorded (the early-stop
@@ -39,9 +41,11 @@ from .masks import Mask
 from .models import INPUT_SHAPES, MODELS, create_model
 from .sparse_inference import prune_model
 from .store import RunStore
+from .structured import compact_model
 
 FORMATS = {"safetensors": ("ticket.safetensors",), "prune": ("model.pt2", "prune_state_dict.pt"),
-           "all": ("ticket.safetensors", "model.pt2", "prune_state_dict.pt")}
+           "compact": ("compact.pt2", "compact.safetensors"),
+           "all": ("ticket.safetensors", "model.pt2", "prune_state_dict.pt", "compact.pt2", "compact.safetensors")}
 METADATA_FILE = "ticket.json"   # inside model.pt2 (torch.export's extra_files)
 
 
@@ -190,6 +194,10 @@ def export_round(stored: StoredRound, out: str | Path, format: str = "all") -> l
     """Write `stored` into folder `out` in `format` (see FORMATS); return the files written."""
     if format not in FORMATS:
         raise ExportError(f"unknown format {format!r}; use one of {', '.join(FORMATS)}.")
+    structured = stored.experiment.structure == "units"
+    if format == "compact" and not structured:
+        raise ExportError("--format compact needs a structured ticket (whole neurons or filters removed); export "
+                          "a run made with --structure units, or use --format all.")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     metadata, model, mask = ticket_metadata(stored), ticket_model(stored), stored.mask()
@@ -204,14 +212,17 @@ def export_round(stored: StoredRound, out: str | Path, format: str = "all") -> l
         _save_program(pruned, example, out / "model.pt2", metadata)
         _atomic(out / "prune_state_dict.pt", lambda tmp: torch.save(pruned.state_dict(), tmp))
         written += [out / "model.pt2", out / "prune_state_dict.pt"]
+    if "compact.pt2" in FORMATS[format] and structured:
+        compact = compact_model(stored.experiment.model, model.state_dict(), mask, stored.experiment.dropout).eval()
+        example = torch.zeros(2, *INPUT_SHAPES[stored.experiment.data.dataset])
+        written += export_compact(compact, example, out, {**metadata, "widths": compact.description})
     return written
 
 
 def export_compact(module: nn.Module, example: torch.Tensor, out: str | Path,
                    metadata: dict[str, str]) -> list[Path]:
-    """HOOK for structured tickets (issue 15, part A): export a compact model -- what
-    `structured.compact_model(model_name, weights, mask)` builds, a smaller dense nn.Module -- as an
-    unstructured ticket is exported: compact.pt2 (torch.export, dynamic batch, `metadata` inside) and
+    """Export a compact model (what `structured.compact_model` builds for a structured ticket, or any
+    module) as a ticket is exported: compact.pt2 (torch.export, dynamic batch, `metadata` inside) and
     compact.safetensors (its state_dict, `metadata` in the header). `example` is one input batch."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -134,6 +134,26 @@ def test_a_structured_round_is_found_by_its_structure_and_exported_alike(tmp_pat
     assert evaluate(ticket.model, test_split)[1].item() == stored.metrics["final_test_accuracy"]
     assert ticket.metadata["structure"] == "units"
     assert not ticket.mask["fc.0.weight"].any(1).all()          # whole neurons (rows) gone
+    # all: the compact model too, a smaller dense network; it sums fewer zeros in another order, so its
+    # logits match the masked model's to float rounding (1e-5); its test accuracy is the stored one (here exactly;
+    # allowed one test image, since a near-tie within rounding could flip on another machine)
+    assert main(["export", *SELECT, "--structure", "units", "--round", "1", "--out", str(out), "--store", str(store)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["compact.pt2", "compact.safetensors", "model.pt2",
+                                                     "prune_state_dict.pt", "ticket.safetensors"]
+    compact = load_ticket(out / "compact.pt2")
+    kept = int(ticket.mask["fc.0.weight"].any(1).sum())
+    assert compact.metadata["widths"].startswith(f"LeNet-300-100 compact: units {kept}-")
+    assert sum(p.numel() for p in compact.model.program.parameters()) < sum(p.numel() for p in ticket.model.parameters())
+    with torch.no_grad():
+        assert torch.allclose(compact.model(test_split.images[:500]), ticket.model(test_split.images[:500]), atol=1e-5)
+    assert abs(evaluate(compact.model, test_split)[1].item() - stored.metrics["final_test_accuracy"]) <= 1 / len(test_split.labels)
+
+
+def test_compact_is_refused_for_an_unstructured_ticket(store, tmp_path, capsys):
+    assert main(["export", *SELECT, "--round", "3", "--format", "compact", "--out", str(tmp_path / "o"),
+                 "--store", str(store)]) == 2
+    err = capsys.readouterr().err
+    assert "--format compact needs a structured ticket" in err and err.count("\n") == 1
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -147,7 +167,7 @@ def test_a_structured_round_is_found_by_its_structure_and_exported_alike(tmp_pat
     (["--round", "1"], "round 1's trained weights were not kept (a run keeps those of its last rounds only; kept: "
                        "rounds 0, 2, 3)"),
     (["--round", "0", "--control", "reinit"], "a control starts at round 1"),
-    (["--round", "3", "--format", "onnx"], "unknown --format 'onnx'; use one of safetensors, prune, all."),
+    (["--round", "3", "--format", "onnx"], "unknown --format 'onnx'; use one of safetensors, prune, compact, all."),
     (["--round", "-1"], "--round must be >= 0"),
 ])
 def test_bad_input_is_one_line_naming_the_fix(store, tmp_path, capsys, argv, message):
