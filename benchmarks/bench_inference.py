@@ -8,8 +8,7 @@ batch 1 and `--batch` (default 1024):
       masked    torch.nn.utils.prune's reparametrization, weight_orig * weight_mask at every call (what
                 `lth export` writes as model.pt2);
       CSR       Linear layers on torch.sparse CSR weights (int32 indices);
-      compact   a structured ticket materialized as a smaller dense model, through the hook to issue 15
-                part A's `structured.compact_model` (skipped, with a note, where that module is absent), on
+      compact   a structured ticket materialized as a smaller dense model (`structured.compact_model`), on
                 a structured mask made here at the same density (`neuron_mask`: the same fraction of every
                 hidden Linear layer's neurons, by L1 norm; Conv-2's filters all stay);
     and each one's ratio against dense at the same density and batch (< 1: faster);
@@ -41,6 +40,7 @@ from torch.utils.benchmark import Timer
 from lth_tutorial.masks import Mask, prune_oneshot
 from lth_tutorial.models import INPUT_SHAPES, MODELS, create_model, weight_kinds
 from lth_tutorial.presets import PRESETS
+from lth_tutorial.structured import compact_model
 from lth_tutorial.sparse_inference import (csr_model, parameter_bytes, prune_model, semi_structured_model,
                                            semi_structured_support, two_four_mask, zeroed_model)
 
@@ -49,18 +49,8 @@ REPRESENTATIONS = ("dense", "masked", "CSR", "compact")
 BEATS = 0.9   # "beats dense": at least 10% faster; smaller differences are within a shared machine's noise
 
 
-def compact_hook():
-    """HOOK (issue 15, part A): `structured.compact_model(model_name, weights, mask)`, or None until
-    lth_tutorial.structured exists. Nothing here depends on it otherwise."""
-    try:
-        from lth_tutorial.structured import compact_model
-    except ImportError:
-        return None
-    return compact_model
-
-
 def neuron_mask(weights: dict[str, torch.Tensor], density: float) -> Mask:
-    """A structured mask at about `density` of the weights, for the compact hook: the same fraction of
+    """A structured mask at about `density` of the weights, for the compact column: the same fraction of
     every hidden Linear layer's neurons kept (largest L1 norm of incoming weights), their rows and the
     next layer's matching columns zeroed. A stand-in for part A's structured tickets: speed and bytes only."""
     names = list(weights)
@@ -126,16 +116,14 @@ def main() -> None:
     parser.add_argument("--min-time", type=float, default=0.25, help="seconds of timed calls per measurement")
     parser.add_argument("--repeats", type=int, default=5, help="turns the representations take (median reported)")
     parser.add_argument("--run", help="a ticket run's folder in the store: time its rounds' masks instead")
+    parser.add_argument("--json", help="also write every figure (one record per density x batch x representation) here")
     args = parser.parse_args()
     if args.run:
         args.model = json.loads((Path(args.run) / "config.json").read_text())["model"]
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    compact_model = compact_hook()
     print(f"{MODELS[args.model][2]}, device {device}, torch {torch.__version__}, {torch.get_num_threads()} "
           f"torch thread(s), {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start")
-    if compact_model is None:
-        print("compact: skipped, lth_tutorial.structured (issue 15 part A) is not there yet")
     model = create_model(args.model, seed=0).to(device).eval()
     shape = INPUT_SHAPES[MODELS[args.model][1]]
     generator = torch.Generator().manual_seed(0)
@@ -145,10 +133,9 @@ def main() -> None:
         mask = mask.to(device)
         density = mask.density()
         built = {"dense": zeroed_model(model, mask), "masked": prune_model(model, mask), "CSR": csr_model(model, mask)}
-        if compact_model is not None:
-            structured = neuron_mask({n: p.detach() for n, p in model.named_parameters() if n in mask}, density)
-            state = zeroed_model(model, structured).state_dict()
-            built["compact"] = compact_model(args.model, state, structured).to(device).eval()
+        structured = neuron_mask({n: p.detach() for n, p in model.named_parameters() if n in mask}, density)
+        state = zeroed_model(model, structured).state_dict()
+        built["compact"] = compact_model(args.model, state, structured).to(device).eval()
         size = {name: parameter_bytes(m) for name, m in built.items()}
         for batch, x in inputs.items():
             took = seconds(built, x, args.min_time, args.repeats)
@@ -172,27 +159,39 @@ def main() -> None:
               + " |" + "".join(cell(size, r, f"{size.get(r, 0) / 1024:.1f}") for r in REPRESENTATIONS))
     print("ratios: against dense at the same density and batch (< 1: faster or smaller). masked holds prune's "
           f"fp32 weight_mask; a bool mask would add {bool_mask / 1024:.1f} KB to dense instead."
-          + (" compact at 100% is the dense net rebuilt: its time ratio there is this run's noise."
-             if compact_model is not None else ""))
+          + " compact at 100% is the dense net rebuilt: its time ratio there is this run's noise.")
     for batch in inputs:
         said = []
         for name in REPRESENTATIONS[1:]:
-            if name == "compact" and compact_model is None:
-                said.append("compact skipped")
-            else:
-                found = wins[name, batch]
-                said.append(f"{name} at {', '.join(f'{d:.1%}' for d in found)}" if found else f"{name} at no density")
+            found = wins[name, batch]
+            said.append(f"{name} at {', '.join(f'{d:.1%}' for d in found)}" if found else f"{name} at no density")
         print(f"beats dense (>= 10% faster) at batch {batch}: " + "; ".join(said))
-    semi_structured(args, model, inputs, device)
+    two_four = semi_structured(args, model, inputs, device)
     print(f"load average {os.getloadavg()[0]:.2f} at the end (other work on the machine slows every figure)")
+    if args.json:
+        records = [{"density": density, "batch": batch, "representation": name, "seconds": took[name],
+                    "bytes": size[name], "time_ratio": took[name] / took["dense"], "bytes_ratio": size[name] / size["dense"]}
+                   for density, batch, took, size in rows for name in took]
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({"model": args.model, "device": str(device), "threads": torch.get_num_threads(),
+                                               "torch": torch.__version__, "cpu": _cpu_name(), "beats": BEATS,
+                                               "records": records, "two_four": two_four}, indent=1))
+        print(f"figures written to {args.json}")
 
 
-def semi_structured(args, model, inputs, device) -> None:
+def _cpu_name() -> str:
+    from lth_tutorial.reports import _cpu_name as name
+
+    return name()
+
+
+def semi_structured(args, model, inputs, device) -> list[dict]:
     """2:4 fp16 against dense fp16, each density's ticket made 2:4 first (another mask: its density is printed)."""
     reason = semi_structured_support(device)
     if reason:
         print(f"2:4 semi-structured: skipped ({reason})")
-        return
+        return []
+    records = []
     print(f"\n2:4 semi-structured (fp16, the ticket's mask made 2:4: another, sparser mask) against dense fp16")
     print(f"{'ticket':>8} {'2:4 mask':>9} {'batch':>6} | {'dense fp16 ms':>14} {'2:4 ms':>16}")
     for mask in masks_to_time(args, model):
@@ -205,6 +204,9 @@ def semi_structured(args, model, inputs, device) -> None:
             d, s = took["dense"], took["2:4"]
             print(f"{mask.density():>8.1%} {two_four.density():>9.1%} {batch:>6} | {d * 1e3:>14.3f} "
                   f"{s * 1e3:>8.3f} ({s / d:.2f}x)")
+            records.append({"density": mask.density(), "two_four_density": two_four.density(), "batch": batch,
+                            "dense_fp16_seconds": d, "two_four_seconds": s})
+    return records
 
 
 if __name__ == "__main__":
