@@ -352,8 +352,17 @@ def test_the_anatomy_grid_file_parses_and_validates():
     """docs/sweeps/anatomy.toml, the planned paper-budget runs of notebook 07."""
     (grid,) = load_grids(Path(__file__).resolve().parent.parent / "docs" / "sweeps" / "anatomy.toml")
     (cell,) = grid.cells()
-    assert cell["instability"] == (0, 3, 10) and cell["instability_of"] == ("none", "reinit")
+    assert cell["instability"] == (0, 3, 10) and cell["instability_of"] == ("none", "reinit", "random")
     assert {e.control_rounds for e in cell["experiments"] if e.control != "none"} == {(10,)}
+
+
+def test_the_structured_grid_file_parses_and_validates():
+    """docs/sweeps/structured.toml, notebook 08's paper-budget structured tickets."""
+    (grid,) = load_grids(Path(__file__).resolve().parent.parent / "docs" / "sweeps" / "structured.toml")
+    (cell,) = grid.cells()
+    assert {e.structure for e in cell["experiments"]} == {"units"}
+    assert {e.control for e in cell["experiments"]} == {"none", "reinit", "random"}
+    assert {e.control_rounds for e in cell["experiments"] if e.control != "none"} == {(3, 6, 10)}
 
 
 def test_without_ray_the_sweep_says_how_to_install_it(monkeypatch, capsys):
