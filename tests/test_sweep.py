@@ -362,7 +362,7 @@ def test_the_structured_grid_file_parses_and_validates():
     (cell,) = grid.cells()
     assert {e.structure for e in cell["experiments"]} == {"units"}
     assert {e.control for e in cell["experiments"]} == {"none", "reinit", "random"}
-    assert {e.control_rounds for e in cell["experiments"] if e.control != "none"} == {(3, 6, 10)}
+    assert {e.control_rounds for e in cell["experiments"] if e.control != "none"} == {(4, 8)}
 
 
 def test_without_ray_the_sweep_says_how_to_install_it(monkeypatch, capsys):
