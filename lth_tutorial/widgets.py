@@ -3,7 +3,8 @@
 Owns `LotteryPanel`. With `methods=True` (notebook 06) it also has a method menu (IMP, or a method at
 initialization, or early-bird) and a density slider: a method other than IMP prunes straight to that
 density, and the control menu offers the "missing the mark" ablations where they are defined. With
-`sign_controls=True` (notebook 07) IMP's control menu adds Zhou et al.'s sign controls.
+`sign_controls=True` (notebook 07) IMP's control menu adds Zhou et al.'s sign controls; with
+`structures=True` (notebook 08) a structure menu prunes single weights or whole neurons/filters.
 Run trains only what the run store lacks
 (finished rounds redraw at once), shows a `tqdm.auto` bar while it trains, then redraws the density
 figure and the table (`reports.to_html`). Everything it prints goes into its own Output widgets, so
@@ -34,7 +35,8 @@ class LotteryPanel:
     def __init__(self, preset: str, profile: str | None = None, *, rounds: int | None = None, trials: int = 1,
                  control: str = "reinit", store: RunStore | None = None, device: str = "cpu", splits=None,
                  paper_scale: dict | None = None, methods: bool = False, method: str = "magnitude",
-                 density: float = 0.036, sign_controls: bool = False):
+                 density: float = 0.036, sign_controls: bool = False, structures: bool = False,
+                 structure: str = "weights"):
         self.preset = get_preset(preset)
         self.profile = profile or current_profile()
         self.store = store or RunStore()
@@ -52,7 +54,9 @@ class LotteryPanel:
         rewind = f"rewind:{max(1, prof.train.iterations // 100)}"
         self.strategy = w.Dropdown(options=["reset", "continue", rewind], value="reset", description="strategy")
         self.control = w.Dropdown(options=["none", "reinit", "random"], value="none", description="control")
-        self.methods, self.sign_controls = methods, sign_controls
+        self.methods, self.sign_controls, self.structures = methods, sign_controls, structures
+        self.structure = w.Dropdown(options=[("single weights", "weights"), ("whole neurons/filters", "units")],
+                                    value=structure, description="structure")
         self.method = w.Dropdown(options=[(METHOD_NAMES[m], m) for m in METHOD_NAMES], value="magnitude",
                                  description="method")
         # one-shot target Pm, on a log scale as the figures' x axis: 1% to 89% of the weights
@@ -72,7 +76,8 @@ class LotteryPanel:
         self.figure: plt.Figure | None = None
         self.run_button.on_click(lambda _: self.run())
         left = list(self.rate_sliders.values()) + [self.rounds] + ([self.density] if methods else [])
-        right = ([self.method] if methods else []) + [self.strategy, self.control, self.run_button]
+        right = (([self.method] if methods else []) + ([self.structure] if structures else [])
+                 + [self.strategy, self.control, self.run_button])
         controls = w.HBox([w.VBox(left), w.VBox(right)])
         self.box = w.VBox([w.HTML(f"<b>{self.preset.name}</b> ({self.profile} profile): {self.preset.reproduces}"),
                            controls, w.HBox([self.progress, self.status]), self.figure_out, self.table])
@@ -95,12 +100,15 @@ class LotteryPanel:
                   "strategy": self.strategy.value, "control": self.control.value}
         if self.methods:
             chosen |= {"method": self.method.value, "density": self.density.value}
+        if self.structures:
+            chosen["structure"] = self.structure.value
         return chosen
 
     def _grid(self, s: dict) -> dict:
         """What `run_grid` is asked for: IMP's rounds, or one density pruned straight to by the method."""
         if s.get("method", "magnitude") == "magnitude":
-            return {"rounds": s["rounds"], "strategy": s["strategy"]}
+            return {"rounds": s["rounds"], "strategy": s["strategy"],
+                    **({"structure": s["structure"]} if s.get("structure", "weights") != "weights" else {})}
         return {"rounds": 1, "oneshot": (s["density"],), "method": s["method"]}
 
     def _progress(self) -> RoundProgress:
@@ -152,6 +160,8 @@ class LotteryPanel:
         rates = ", ".join(f"{k} {v:.2f}" for k, v in s["rates"].items())
         title = (f"{self.preset.name}: paper rates per round {rates}" if s.get("method", "magnitude") == "magnitude"
                  else f"{self.preset.name}: {METHOD_NAMES[s['method']]} straight to Pm {s['density']:.1%}")
+        if s.get("structure") == "units":
+            title += ", whole neurons/filters"
         self.figure = density_figure({"": self.summary}, self.preset.name, self.paper_scale, title=title)
         with self.figure_out:
             self.figure_out.clear_output(wait=True)

@@ -86,3 +86,17 @@ def test_sign_controls_are_offered_only_when_asked_and_run_as_controls(grids, tm
                                            "random-signs"]
     panel.run()
     assert (grids[-1]["controls"], grids[-1]["rounds"]) == (("signed-constant",), 5)
+
+
+def test_the_structure_menu_is_offered_only_when_asked_and_runs_whole_units(grids, tmp_path):
+    plain = widgets.LotteryPanel("lenet-mnist", "quick", store=RunStore(tmp_path))
+    plain.run()
+    assert "structure" not in plain.settings() and "structure" not in grids[-1]
+    panel = widgets.LotteryPanel("lenet-mnist", "quick", store=RunStore(tmp_path), structures=True, structure="units",
+                                 rounds=5)
+    assert panel.settings()["structure"] == "units"
+    panel.run()
+    assert (grids[-1]["structure"], grids[-1]["rounds"]) == ("units", 5)
+    panel.structure.value = "weights"
+    panel.run()
+    assert "structure" not in grids[-1]
