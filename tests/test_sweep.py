@@ -206,10 +206,18 @@ def test_a_killed_driver_resumes_and_trains_only_the_missing_rounds(serial, tmp_
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"sweep: {ROUNDS - before} round(s) trained, {before} found in the store" in done.stdout
     assert len(re.findall(r"trial \d (ticket|reinit|random) round \d: Pm", done.stdout)) == ROUNDS - before
-    # the same as a sweep that was never interrupted
-    again = tmp_path / "uninterrupted"
-    assert main(_sweep_cli(again / "store", again / "sweep.json", "--num-cpus", "2", *slow)) == 0
-    assert _summary(out)["runs"] == _summary(again / "sweep.json")["runs"]
+    # the same as a run that was never interrupted: the grid serially at 1 thread, in this process (a sweep
+    # equals its serial run bitwise, test_local_sweep_gives_the_serial_summary_exactly; no third Ray start)
+    from lth_tutorial.runner import run_grid
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        uninterrupted = run_grid("lenet-mnist", "quick", rounds=2, trials=2, controls=("reinit", "random"),
+                                 train={"iterations": 300, "eval_every": 100}, store=RunStore(tmp_path / "serial"))
+    finally:
+        torch.set_num_threads(threads)
+    assert _summary(out)["runs"] == uninterrupted["runs"]
     assert not list(store.rglob("*.tmp"))
 
 
