@@ -20,7 +20,8 @@ from test_jupyterlab import wait_for_kernel_idle, wait_or_fail
 pytestmark = pytest.mark.browser
 
 NOTEBOOKS = ("00_overview", "01_lenet_mnist", "02_conv_cifar10", "03_vgg_resnet", "04_dropout", "05_strategies",
-             "06_cheaper_tickets", "07_anatomy")
+             "06_cheaper_tickets", "07_anatomy",
+             "08_structured_and_speed")
 OPEN_TIMEOUT_S = 120
 
 
