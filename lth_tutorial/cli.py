@@ -151,7 +151,7 @@ def cmd_run(args) -> None:
     print(f"{grid['preset']} ({grid['profile']} profile) on {grid['device']}: {grid['trials']} trial(s){which}, "
           f"rounds 0..{grid['rounds']}, strategy {grid['strategy']}, pruning {pruning} per round ({rule.scope}{units}), "
           f"{config.iterations:,} iterations at lr {config.lr:g}, batch {config.batch_size}, "
-          f"evaluated every {config.eval_every}"
+          f"evaluated every {config.eval_every}" + (", in bf16" if config.precision == "bf16" else "")
           + (f", controls {', '.join(grid['controls'])}" if grid["controls"] else "") + f"; store {grid['store'].root}")
     try:
         summary = run_grid(**grid)
@@ -309,6 +309,8 @@ def _selectors(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, help="learning rate (default: the profile's)")
     p.add_argument("--eval-every", type=int, help="evaluate validation and test every N iterations")
     p.add_argument("--batch-size", type=int, help="minibatch size (default: the profile's)")
+    p.add_argument("--precision", help="fp32 (default, the paper's) or bf16: autocast over fp32 weights, "
+                   "channels-last on the conv nets; part of the run's key when bf16")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--store", help="run store folder (default $LTH_RUNS_DIR or ./runs)")
 
@@ -353,6 +355,7 @@ def parser() -> argparse.ArgumentParser:
     for name, kind, text in (("--iterations", int, "training iterations per round"), ("--lr", float, "learning rate"),
                              ("--eval-every", int, "evaluate every N iterations"), ("--batch-size", int, "minibatch size")):
         sweep.add_argument(name, type=kind, help=f"{text} (as for `lth run`)")
+    sweep.add_argument("--precision", help="fp32 (default) or bf16 (as for `lth run`)")
     sweep.add_argument("--address", help="join a running Ray cluster (`ray start --head` prints it); "
                        "default: start Ray on this machine")
     sweep.add_argument("--num-cpus", type=int, help="CPUs a local Ray may use (default: all)")

@@ -32,7 +32,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--oneshot", metavar="DENSITY", help="the run's one-shot densities, as given to `lth run`")
     p.add_argument("--rate", action="append", metavar="KIND=RATE", help="the run's rate overrides, as for `lth run`")
     p.add_argument("--scope", choices=("layerwise", "global"), help="the run's pruning scope override")
-    for name, kind in (("--iterations", int), ("--lr", float), ("--eval-every", int), ("--batch-size", int)):
+    for name, kind in (("--iterations", int), ("--lr", float), ("--eval-every", int), ("--batch-size", int),
+                       ("--precision", str)):
         p.add_argument(name, type=kind, help="the run's training override, as given to `lth run`")
     p.add_argument("--threads", type=int, help="CPU threads the run was made with (part of its key; default: "
                    "this process's, as `lth run` uses; a sweep's tasks use --cpus-per-task, 1 by default)")

@@ -148,6 +148,8 @@ def ticket_metadata(stored: StoredRound) -> dict[str, str]:
         "dataset": e.data.dataset, "test_examples": str(e.data.test_examples or FULL_SIZES[(e.data.dataset, "test")]),
         "weights": f"trained: the end of training, iteration {e.train.iterations}",
         "final_test_accuracy": repr(m["final_test_accuracy"]),
+        # a bf16 round's accuracy was measured in bf16: an fp32 evaluation of these weights comes close, not exact
+        **({"precision": e.train.precision} if e.train.precision != "fp32" else {}),
         "made_with": json.dumps(stored.made_with, sort_keys=True),
         "run": f"{stored.folder.parent.parent.name}/{stored.folder.parent.name}/{stored.folder.name}",
         "torch": torch.__version__, "lth_tutorial": __version__,

@@ -51,12 +51,14 @@ def interpolate(a: Weights, b: Weights, alpha: float) -> Weights:
 
 
 @torch.no_grad()
-def error_path(model: nn.Module, a: Weights, b: Weights, split: Split, points: int = POINTS) -> list[float]:
-    """Classification error of `model` with alpha * a + (1 - alpha) * b, alpha = 0 .. 1 (`alphas`)."""
+def error_path(model: nn.Module, a: Weights, b: Weights, split: Split, points: int = POINTS,
+               precision: str = "fp32") -> list[float]:
+    """Classification error of `model` with alpha * a + (1 - alpha) * b, alpha = 0 .. 1 (`alphas`),
+    evaluated in `precision` (the copies' training's)."""
     errors = []
     for alpha in alphas(points):
         model.load_state_dict(interpolate(a, b, alpha))
-        errors.append(1 - evaluate(model, split)[1])
+        errors.append(1 - evaluate(model, split, precision=precision)[1])
     return torch.stack(errors).tolist()  # one sync for the whole path
 
 
@@ -148,8 +150,8 @@ def measure(analysis: Instability, copies: tuple[Weights, Weights], mask: Mask, 
     exp = analysis.experiment
     model = create_model(exp.model, dropout=exp.dropout).to(splits.train.images.device)
     train_part = Split(splits.train.images[:TRAIN_EXAMPLES], splits.train.labels[:TRAIN_EXAMPLES], None)
-    test = error_path(model, copies[0], copies[1], splits.test, analysis.points)
-    trained = error_path(model, copies[0], copies[1], train_part, analysis.points)
+    test = error_path(model, copies[0], copies[1], splits.test, analysis.points, exp.train.precision)
+    trained = error_path(model, copies[0], copies[1], train_part, analysis.points, exp.train.precision)
     return {"round": analysis.round, "control": exp.control, "trial": exp.trial, "density": mask.density(),
             "start_iteration": analysis.start_iteration, "alphas": alphas(analysis.points),
             "test_error": test, "train_error": trained, "barrier": barrier(test), "train_barrier": barrier(trained),

@@ -168,7 +168,9 @@ class Experiment:
     # ---- what names its folders ---------------------------------------------------------------------
 
     def dense_key(self) -> dict[str, Any]:
-        """What round 0 depends on (not the pruning rule, strategy or control)."""
+        """What round 0 depends on (not the pruning rule, strategy or control). Data and training hold only
+        the fields off their defaults, so a precision other than fp32 (and the channels-last layout that
+        comes with bf16) is keyed from round 0 on, and fp32 runs keep the folders they had before it."""
         return {"model": self.model, "data": changed_fields(self.data), "train": changed_fields(self.train),
                 "dropout": self.dropout, "trial": self.trial}
 

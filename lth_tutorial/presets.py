@@ -27,6 +27,7 @@ from .data import FULL_SIZES, DataConfig
 from .lottery import Experiment
 from .masks import PruningRule, ladder_pm
 from .models import create_model, model_kinds, weight_kinds
+from .precision import channels_last_for
 from .training import TrainConfig
 
 PROFILES = ("quick", "paper")
@@ -168,7 +169,9 @@ def experiment(preset: str, profile: str | None = None, *, strategy: str = "rese
     quick profile steps them to 1 - (1 - p)^2 exactly as it steps the preset's own. Where the paper
     prunes the output layer at half the fc rate (LeNet, Conv nets), giving `fc` alone keeps that rule.
     `train` overrides the profile's training (`trained_with`); the overrides change the run's hash,
-    so they get a store folder of their own. `structure="units"` removes whole neurons or filters per
+    so they get a store folder of their own. `train={"precision": "bf16"}` trains and evaluates in bf16
+    autocast, channels-last on the conv nets (`precision.CHANNELS_LAST`); fp32 (the default, and the
+    paper's) keeps its key and its results. `structure="units"` removes whole neurons or filters per
     round at the same per-kind rates (fc, conv; output units are never removed), stepped alike.
     """
     chosen = get_preset(preset)
@@ -176,8 +179,9 @@ def experiment(preset: str, profile: str | None = None, *, strategy: str = "rese
     rule = prof.pruning
     if rates or scope:
         rule = stepped(PruningRule(paper_rates(chosen, rates or {}), scope or chosen.paper.pruning.scope), prof.step)
-    return Experiment(model=chosen.model, data=prof.data, train=trained_with(prof.train, train or {}, prof.data),
-                      pruning=rule,
+    config = trained_with(prof.train, train or {}, prof.data)
+    config = replace(config, channels_last=channels_last_for(chosen.model, config.precision))
+    return Experiment(model=chosen.model, data=prof.data, train=config, pruning=rule,
                       dropout=chosen.dropout, strategy=strategy, control=control, oneshot=tuple(oneshot),
                       trial=trial, preset=chosen.name, profile=profile or current_profile(), method=method,
                       control_rounds=tuple(control_rounds) if control != "none" else (), structure=structure)
@@ -198,20 +202,23 @@ def paper_rates(preset: Preset, overrides: dict[str, float]) -> dict[str, float]
     return rates
 
 
-TRAIN_OVERRIDES = {"iterations": int, "lr": float, "eval_every": int, "batch_size": int}
+TRAIN_OVERRIDES = {"iterations": int, "lr": float, "eval_every": int, "batch_size": int, "precision": str}
 
 
 def trained_with(config: TrainConfig, overrides: dict, data: DataConfig) -> TrainConfig:
     """`config` with the overrides a researcher changes most. A new `iterations` squeezes or stretches
     the schedule (warmup, lr milestones, report points) as the quick profiles do, and moves the
-    evaluation cadence only where `eval_every` is not given and the old one no longer fits."""
+    evaluation cadence only where `eval_every` is not given and the old one no longer fits. `precision`
+    is fp32 or bf16 (`precision`)."""
     unknown = set(overrides) - set(TRAIN_OVERRIDES)
     if unknown:
         raise ValueError(f"unknown training override {sorted(unknown)[0]!r}; use {', '.join(TRAIN_OVERRIDES)}.")
     for name, kind in TRAIN_OVERRIDES.items():
         value = overrides.get(name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                  or (kind is int and value != int(value)) or not value > 0):
+        if kind is str or value is None:   # precision: TrainConfig says what it takes
+            continue
+        if (isinstance(value, bool) or not isinstance(value, (int, float))
+                or (kind is int and value != int(value)) or not value > 0):
             raise ValueError(f"--{name.replace('_', '-')} must be a positive {kind.__name__}; got {value!r}.")
     train_size = (data.train_examples or FULL_SIZES[(data.dataset, "train")]) - data.validation_size
     if overrides.get("batch_size") is not None and overrides["batch_size"] > train_size:
@@ -229,6 +236,8 @@ def trained_with(config: TrainConfig, overrides: dict, data: DataConfig) -> Trai
         config = replace(config, lr=float(overrides["lr"]))
     if overrides.get("batch_size") is not None:
         config = replace(config, batch_size=int(overrides["batch_size"]))
+    if overrides.get("precision") is not None:
+        config = replace(config, precision=overrides["precision"])
     return config
 
 

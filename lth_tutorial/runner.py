@@ -59,6 +59,8 @@ def summary_of(runs: list[tuple[Experiment, list[dict]]], rounds: int, controls:
     described = {k: v for k, v in asdict(replace(first, trial=0, control="none")).items()
                  if k not in ("trial", "control", "control_rounds")
                  and (k, v) not in (("method", "magnitude"), ("structure", "weights"))}  # as before they existed
+    described["train"] = {k: v for k, v in described["train"].items()   # fp32 runs too, as before precision
+                          if (k, v) not in (("precision", "fp32"), ("channels_last", False))}
     kept = [{"trial": exp.trial, "strategy": "oneshot" if exp.oneshot else exp.strategy, "control": exp.control,
              **({"method": exp.method} if exp.method != "magnitude" else {}),
              **({"structure": exp.structure} if exp.structure != "weights" else {}),

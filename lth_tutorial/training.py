@@ -4,7 +4,9 @@ Owns: `TrainConfig` (optimizer, learning-rate schedule, budget, evaluation caden
 `evaluate`, and the derived metrics: the early-stopping iteration (iteration of minimum *validation*
 loss), the test accuracy there, and the final test accuracy. The mask is applied explicitly: gradients
 of pruned weights are zeroed before every optimizer step (so Adam moments and momentum never see them)
-and the weights are re-zeroed after it, so pruned weights are exactly zero at every step.
+and the weights are re-zeroed after it, so pruned weights are exactly zero at every step. The
+arithmetic (fp32, or bf16 autocast on fp32 weights, optionally channels-last) is `precision`'s; a
+round evaluates in the precision it trains in.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from torch import nn
 
 from .data import DeviceLoader, Split, Splits
 from .masks import Mask
+from .precision import autocast, check_precision, layout
 from .seeds import stream_seed
 
 
@@ -38,10 +41,13 @@ class TrainConfig:
     gamma: float = 0.1
     eval_every: int = 100               # validation and test evaluated every N iterations (paper: 100)
     report_at: tuple[int, ...] = ()     # extra fixed iterations whose test accuracy is reported (VGG/ResNet)
+    precision: str = "fp32"             # or "bf16": autocast over fp32 weights (`precision`)
+    channels_last: bool = False         # conv weights and batches NHWC (`presets` sets it with bf16 on conv nets)
 
     def __post_init__(self):
         if self.optimizer not in ("adam", "sgd"):
             raise ValueError(f"optimizer must be 'adam' or 'sgd'; got {self.optimizer!r}.")
+        check_precision(self.precision)
         if self.iterations < 1 or self.batch_size < 1 or self.eval_every < 1:
             raise ValueError("iterations, batch_size and eval_every must be positive.")
 
@@ -87,15 +93,32 @@ def apply_mask(model: nn.Module, mask: Mask) -> None:
             params[name].mul_(m)
 
 
-@torch.no_grad()
-def evaluate(model: nn.Module, split: Split, batch_size: int = 2_500) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mean loss, accuracy) as 0-d tensors on the device; no host sync here."""
+def eval_batch(precision: str, device: torch.device) -> int:
+    """Examples per evaluation forward pass. fp32 keeps the batch its stored results were made with (a
+    conv's sums may depend on the batch it runs in; fp32 runs stay bitwise reproducible). bf16 has no
+    such past: on a CPU it evaluates in cache-sized batches (measured faster than 2,500 on every conv
+    net, benchmarks/bench_precision.py), on a GPU in large ones."""
+    return 128 if precision == "bf16" and device.type == "cpu" else 2_500
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, split: Split, batch_size: int | None = None, precision: str = "fp32",
+             channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean loss, accuracy) as 0-d tensors on the device; no host sync here.
+
+    In `precision` (bf16: the logits, the loss and the counts are still reduced in fp32), in
+    `eval_batch` examples per forward pass unless `batch_size` says otherwise. Inference mode runs the
+    same kernels as no_grad (fp32 results are bitwise those of no_grad), without autograd's bookkeeping.
+    """
+    device = split.images.device
+    batch_size = batch_size or eval_batch(precision, device)
     was_training = model.training
     model.eval()
-    loss_sum = torch.zeros((), device=split.images.device)
-    correct = torch.zeros((), device=split.images.device)
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device)
     for start in range(0, len(split), batch_size):
-        logits = model(split.images[start:start + batch_size])
+        with autocast(device, precision):
+            logits = model(layout(split.images[start:start + batch_size], channels_last)).float()
         labels = split.labels[start:start + batch_size]
         loss_sum += F.cross_entropy(logits, labels, reduction="sum")
         correct += (logits.argmax(1) == labels).sum()
@@ -137,6 +160,8 @@ def train(model: nn.Module, mask: Mask, splits: Splits, config: TrainConfig, see
         raise ValueError(f"start_iteration must be in [0, {config.iterations}); got {start_iteration}.")
     device = splits.train.images.device
     model.to(device).train()
+    if config.channels_last:  # NHWC for the whole round, back to NCHW before anyone else sees the weights
+        model.to(memory_format=torch.channels_last)
     params = dict(model.named_parameters())
     masked = [params[name] for name in mask]
     factors = [m.to(device=device, dtype=params[name].dtype) for name, m in mask.items()]
@@ -145,15 +170,17 @@ def train(model: nn.Module, mask: Mask, splits: Splits, config: TrainConfig, see
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: config.lr_factor(step + start_iteration))
     loader = DeviceLoader(splits.train, config.batch_size, seed, augment).batches(start=start_iteration)
     evaluate_at = set(config.report_at)
+    evaluated = {"precision": config.precision, "channels_last": config.channels_last}
     curves: dict[str, list[float]] = {k: [] for k in ("iteration", "train_loss", "val_loss", "val_accuracy",
                                                       "test_loss", "test_accuracy")}
-    snapshot = copy.deepcopy(model.state_dict()) if snapshot_at == start_iteration else None
+    snapshot = _state(model, config.channels_last) if snapshot_at == start_iteration else None
     running, seen = torch.zeros((), device=device), 0
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(stream_seed(seed, start_iteration))  # dropout
         for iteration in range(start_iteration + 1, config.iterations + 1):
             images, labels = next(loader)
-            loss = F.cross_entropy(model(images), labels)
+            with autocast(device, config.precision):  # the backward pass runs outside, as autocast intends
+                loss = F.cross_entropy(model(layout(images, config.channels_last)).float(), labels)
             optimizer.zero_grad()
             loss.backward()
             torch._foreach_mul_([p.grad for p in masked], factors)  # moments never see pruned weights
@@ -164,10 +191,10 @@ def train(model: nn.Module, mask: Mask, splits: Splits, config: TrainConfig, see
             running += loss.detach()
             seen += 1
             if iteration == snapshot_at:
-                snapshot = copy.deepcopy(model.state_dict())
+                snapshot = _state(model, config.channels_last)
             if iteration % config.eval_every == 0 or iteration == config.iterations or iteration in evaluate_at:
-                results = torch.stack([running / seen, *evaluate(model, splits.validation),
-                                       *evaluate(model, splits.test)]).tolist()  # the one sync per eval
+                results = torch.stack([running / seen, *evaluate(model, splits.validation, **evaluated),
+                                       *evaluate(model, splits.test, **evaluated)]).tolist()  # one sync per eval
                 for key, value in zip(list(curves)[1:], results):
                     curves[key].append(value)
                 curves["iteration"].append(iteration)
@@ -180,4 +207,13 @@ def train(model: nn.Module, mask: Mask, splits: Splits, config: TrainConfig, see
                                              f"lower the learning rate (--lr).")
                 if observe is not None and observe(iteration, model):
                     break  # the observer has what it needs (an early-bird ticket was drawn)
+    if config.channels_last:
+        model.to(memory_format=torch.contiguous_format)
     return {"curves": curves, **summarize(curves, config.report_at)}, snapshot
+
+
+def _state(model: nn.Module, channels_last: bool) -> dict[str, torch.Tensor]:
+    """A copy of the weights, NCHW whatever the layout they train in (what is stored and pruned from)."""
+    if not channels_last:
+        return copy.deepcopy(model.state_dict())
+    return {k: v.clone(memory_format=torch.contiguous_format) for k, v in model.state_dict().items()}
