@@ -115,28 +115,6 @@ def _ints(text: str | None, option: str) -> tuple[int, ...]:
         raise UsageError(f"{option} takes round numbers like 0,3,10; got {text!r}.") from None
 
 
-def cmd_instability(args) -> None:
-    """Instability analyses of each trial's ticket (and controls) at the rounds asked for, one by one."""
-    from .instability import Instability, line, run_instability
-
-    profile = args.profile or current_profile()
-    prof = get_preset(args.preset).profile(profile)
-    trials = prof.trials if args.trials is None else args.trials
-    at = _ints(args.at, "--at") or (0,)
-    of = tuple("none" if c == "ticket" else c for c in _values(args.of, "--of", ("ticket", *CONTROLS[1:])) or ("ticket",))
-    analyses = [Instability(experiment(args.preset, profile, strategy=args.strategy, control=c, trial=t), r, args.points)
-                for t in (args.trial or range(trials)) for r in at for c in of if r > 0 or c == "none"]
-    device, store = resolve_device(args.device), RunStore(args.store)
-    results = []
-    for analysis in tqdm(analyses, desc="instability", unit="analysis"):
-        results.append(run_instability(analysis, store, device))
-        tqdm.write(f"{args.preset} ({profile}, {args.strategy}): {line(results[-1])}")
-    if args.json:
-        save_summary({"preset": args.preset, "profile": profile, "strategy": args.strategy, "instability": results,
-                      "provenance": provenance(device)}, args.json)
-        print(f"summary written to {args.json}")
-
-
 def cmd_run(args) -> None:
     holder: dict = {}
     progress = _round_printer(holder)
@@ -367,20 +345,8 @@ def parser() -> argparse.ArgumentParser:
     sweep.add_argument("--json", help="write the summary here (a folder when the sweep makes several)")
     sweep.add_argument("--curves", metavar="JSON", help="also write the curves (a folder when several)")
     sweep.set_defaults(func=cmd_sweep)
-    inst = sub.add_parser("instability", help="train two copies of a ticket (or control) round with different "
-                          "data orders and measure the error barrier between them (linear mode connectivity)")
-    inst.add_argument("preset", help="a preset name (see `lth list`)")
-    inst.add_argument("--profile", choices=PROFILES, help="quick or paper; default $LTH_PROFILE or quick")
-    inst.add_argument("--at", metavar="ROUNDS", help="rounds to analyse, comma-separated (default 0: the dense network)")
-    inst.add_argument("--of", metavar="RUNS", help="ticket and/or controls (reinit, random, ...), comma-separated")
-    inst.add_argument("--strategy", default="reset", help="reset (k = 0) or rewind:K (start at iteration K)")
-    inst.add_argument("--trials", type=int, help="trials (default: the profile's)")
-    inst.add_argument("--trial", type=int, action="append", metavar="N", help="only trial N (repeatable)")
-    inst.add_argument("--points", type=int, default=30, help="evenly spaced points on the path (default 30, the paper's)")
-    inst.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    inst.add_argument("--store", help="run store folder (default $LTH_RUNS_DIR or ./runs)")
-    inst.add_argument("--json", help="write the analyses here")
-    inst.set_defaults(func=cmd_instability)
+    from .cli_instability import add_parser as add_instability_parser  # lth instability: its own module
+    add_instability_parser(sub)
     from .cli_export import add_parser as add_export_parser  # lth export lives in its own module
     add_export_parser(sub)
     return top
