@@ -40,7 +40,7 @@ from torch.utils.benchmark import Timer
 from lth_tutorial.masks import Mask, prune_oneshot
 from lth_tutorial.models import INPUT_SHAPES, MODELS, create_model, weight_kinds
 from lth_tutorial.presets import PRESETS
-from lth_tutorial.structured import compact_model
+from lth_tutorial.structured import compact_model, unit_scores, units_mask
 from lth_tutorial.sparse_inference import (csr_model, parameter_bytes, prune_model, semi_structured_model,
                                            semi_structured_support, two_four_mask, zeroed_model)
 
@@ -49,23 +49,21 @@ REPRESENTATIONS = ("dense", "masked", "CSR", "compact")
 BEATS = 0.9   # "beats dense": at least 10% faster; smaller differences are within a shared machine's noise
 
 
-def neuron_mask(weights: dict[str, torch.Tensor], density: float) -> Mask:
+def neuron_mask(weights: dict[str, torch.Tensor], kinds: dict[str, str], density: float) -> Mask:
     """A structured mask at about `density` of the weights, for the compact column: the same fraction of
-    every hidden Linear layer's neurons kept (largest L1 norm of incoming weights), their rows and the
-    next layer's matching columns zeroed. A stand-in for part A's structured tickets: speed and bytes only."""
-    names = list(weights)
-    linear = [n for n in names if weights[n].dim() == 2]
+    every hidden Linear layer's neurons kept (largest L1 norm of incoming weights, `structured.unit_scores`),
+    the weights that implies (`structured.units_mask`); conv filters all stay. Speed and bytes only."""
+    scores = unit_scores(weights, Mask.ones_like(weights))
+    hidden = [n for n, w in weights.items() if w.dim() == 2 and kinds[n] != "output"]
     total = sum(w.numel() for w in weights.values())
 
     def build(fraction: float) -> Mask:
-        mask = Mask.ones_like(weights)
-        for layer, following in zip(linear, linear[1:]):
-            rows = weights[layer].shape[0]
-            keep = torch.zeros(rows, dtype=torch.bool)
-            keep[weights[layer].abs().sum(1).argsort(descending=True, stable=True)[:max(1, round(fraction * rows))]] = True
-            mask[layer] = mask[layer] & keep[:, None]
-            mask[following] = mask[following] & keep[None, :]
-        return mask
+        alive = {n: torch.ones(w.shape[0], dtype=torch.bool) for n, w in weights.items()}
+        for n in hidden:
+            rows = weights[n].shape[0]
+            alive[n] = torch.zeros(rows, dtype=torch.bool)
+            alive[n][scores[n].argsort(descending=True, stable=True)[:max(1, round(fraction * rows))]] = True
+        return units_mask(alive, kinds, Mask.ones_like(weights))
 
     low, high = 0.0, 1.0
     for _ in range(30):  # bisection: the kept count only grows with the fraction
@@ -125,6 +123,7 @@ def main() -> None:
     print(f"{MODELS[args.model][2]}, device {device}, torch {torch.__version__}, {torch.get_num_threads()} "
           f"torch thread(s), {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start")
     model = create_model(args.model, seed=0).to(device).eval()
+    kinds = weight_kinds(model)
     shape = INPUT_SHAPES[MODELS[args.model][1]]
     generator = torch.Generator().manual_seed(0)
     inputs = {b: torch.randn(b, *shape, generator=generator).to(device) for b in (1, args.batch)}
@@ -133,7 +132,7 @@ def main() -> None:
         mask = mask.to(device)
         density = mask.density()
         built = {"dense": zeroed_model(model, mask), "masked": prune_model(model, mask), "CSR": csr_model(model, mask)}
-        structured = neuron_mask({n: p.detach() for n, p in model.named_parameters() if n in mask}, density)
+        structured = neuron_mask({n: p.detach() for n, p in model.named_parameters() if n in mask}, kinds, density)
         state = zeroed_model(model, structured).state_dict()
         built["compact"] = compact_model(args.model, state, structured).to(device).eval()
         size = {name: parameter_bytes(m) for name, m in built.items()}

@@ -331,9 +331,9 @@ def parser() -> argparse.ArgumentParser:
     sweep.add_argument("--rate", action="append", metavar="KIND=RATE", help="as for `lth run`")
     sweep.add_argument("--scope", choices=("layerwise", "global"), help="override the pruning scope")
     for name, kind, text in (("--iterations", int, "training iterations per round"), ("--lr", float, "learning rate"),
-                             ("--eval-every", int, "evaluate every N iterations"), ("--batch-size", int, "minibatch size")):
+                             ("--eval-every", int, "evaluate every N iterations"), ("--batch-size", int, "minibatch size"),
+                             ("--precision", str, "fp32 (default) or bf16")):
         sweep.add_argument(name, type=kind, help=f"{text} (as for `lth run`)")
-    sweep.add_argument("--precision", help="fp32 (default) or bf16 (as for `lth run`)")
     sweep.add_argument("--address", help="join a running Ray cluster (`ray start --head` prints it); "
                        "default: start Ray on this machine")
     sweep.add_argument("--num-cpus", type=int, help="CPUs a local Ray may use (default: all)")
