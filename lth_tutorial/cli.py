@@ -149,7 +149,7 @@ def _values(text: str | None, option: str, allowed: tuple[str, ...] | None = Non
     values = tuple(v.strip() for v in (text or "").split(",") if v.strip())
     for v in values:
         if allowed is not None and v not in allowed:
-            raise UsageError(f"{option} takes {' or '.join(allowed)} (comma-separated); got {v!r}.")
+            raise UsageError(f"{option} takes {', '.join(allowed[:-1])} or {allowed[-1]} (comma-separated); got {v!r}.")
     return values
 
 
@@ -260,7 +260,8 @@ def _summary_file(path: str, option: str, preset: str, profile: str | None = Non
 
 def _selectors(p: argparse.ArgumentParser) -> None:
     p.add_argument("preset", help="a preset name (see `lth list`)")
-    p.add_argument("--profile", choices=PROFILES, help="quick (CPU, minutes) or paper; default $LTH_PROFILE or quick")
+    p.add_argument("--profile", choices=PROFILES, help="quick (CPU, minutes), subset (CIFAR-10: converged on the subset held here) or paper; "
+                   "default $LTH_PROFILE or quick")
     p.add_argument("--rounds", type=int, help="pruning rounds after the dense round 0 (default: the profile's)")
     p.add_argument("--trials", type=int, help="trials with different seeds (default: the profile's)")
     p.add_argument("--trial", type=int, action="append", metavar="N",
@@ -315,7 +316,7 @@ def parser() -> argparse.ArgumentParser:
     sweep.add_argument("presets", nargs="*", help="preset names (see `lth list`)")
     sweep.add_argument("--config", metavar="TOML", help="the grid(s) as a TOML file instead of these flags "
                        "(keys as the flags, lists for several values; [[grid]] tables for several grids)")
-    sweep.add_argument("--profile", help="quick, paper, or both comma-separated (default $LTH_PROFILE or quick)")
+    sweep.add_argument("--profile", help="quick, subset, paper, or several comma-separated (default $LTH_PROFILE or quick)")
     sweep.add_argument("--rounds", type=int, help="pruning rounds after round 0 (default: each profile's)")
     sweep.add_argument("--trials", type=int, help="trials with different seeds (default: each profile's)")
     sweep.add_argument("--trial", type=int, action="append", metavar="N", help="only trial N of --trials (repeatable)")

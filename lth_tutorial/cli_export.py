@@ -23,7 +23,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", default="all", help="safetensors (ticket.safetensors), prune (model.pt2 and "
                    "prune_state_dict.pt: torch.nn.utils.prune's weight_orig / weight_mask), compact (a structured ticket as a "
                    "smaller dense network: compact.pt2, compact.safetensors) or all (default; compact when structured)")
-    p.add_argument("--profile", help="quick or paper; default $LTH_PROFILE or quick")
+    p.add_argument("--profile", help="quick, subset or paper; default $LTH_PROFILE or quick")
     p.add_argument("--strategy", default="reset", help="reset | continue | rewind:K (default reset)")
     p.add_argument("--control", default="none", help=f"a control's round instead of the ticket's ({', '.join(CONTROLS[1:])})")
     p.add_argument("--trial", type=int, default=0, metavar="N", help="which trial (default 0)")

@@ -20,7 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     inst = sub.add_parser("instability", help="train two copies of a ticket (or control) round with different "
                           "data orders and measure the error barrier between them (linear mode connectivity)")
     inst.add_argument("preset", help="a preset name (see `lth list`)")
-    inst.add_argument("--profile", choices=PROFILES, help="quick or paper; default $LTH_PROFILE or quick")
+    inst.add_argument("--profile", choices=PROFILES, help="quick, subset or paper; default $LTH_PROFILE or quick")
     inst.add_argument("--at", metavar="ROUNDS", help="rounds to analyse, comma-separated (default 0: the dense network)")
     inst.add_argument("--of", metavar="RUNS", help="ticket and/or controls (reinit, random, ...), comma-separated")
     inst.add_argument("--strategy", default="reset", help="reset (k = 0) or rewind:K (start at iteration K)")

@@ -1,4 +1,5 @@
-"""The paper's experiments as data: one `Preset` per experiment, each with a `paper` and a `quick` profile.
+"""The paper's experiments as data: one `Preset` per experiment, each with a `paper` and a `quick` profile,
+and the CIFAR-10 ones a `subset` profile.
 
 Owns: the presets (hyperparameters exactly as in ../shared/paper-facts.md, Figure 2 and Appendices G-I),
 what each quick profile changes and why, the profile switch (`LTH_PROFILE`, default "quick"), and
@@ -12,7 +13,15 @@ rate, batch size and the per-kind pruning rates' *ladder*, and change only:
   - bigger pruning steps: one quick round = two paper rounds (rate 1 - (1 - p)^2: 20% -> 36%,
     10% -> 19%, 15% -> 27.75%), so quick round k lands exactly on paper round 2k's density;
   - CIFAR-10: the exact subset available offline (first 4,000 training images: 3,500 train / 500
-    validation; first 1,000 test images), since the full set cannot be had on the machines here.
+    validation; first 1,000 test images), since the full set cannot be had on the machines here;
+  - CIFAR-10: bf16 autocast over fp32 weights, channels-last (`precision`): 2-2.5x a conv step on a CPU
+    with bf16 units, accuracy within the spread of trials (benchmarks/bench_precision.py, issue 16).
+
+The subset profiles (CIFAR-10 only) are what the quick ones are not: converged. The same subset, the
+paper's optimizer, learning rate, batch size and per-kind rates (one round = two paper rounds, as in
+quick), bf16, and iterations enough that the validation loss passes its minimum well before the end of
+a round, so that the early-stopping iteration and the accuracy there mean what they mean in the paper
+(`SUBSET`). Their committed results are results/subset/; notebooks 02-04 draw them.
 """
 from __future__ import annotations
 
@@ -30,11 +39,11 @@ from .models import create_model, model_kinds, weight_kinds
 from .precision import channels_last_for
 from .training import TrainConfig
 
-PROFILES = ("quick", "paper")
+PROFILES = ("quick", "subset", "paper")
 
 
 def current_profile() -> str:
-    """The one switch: `LTH_PROFILE` (quick or paper); notebooks and the CLI default to it."""
+    """The one switch: `LTH_PROFILE` (quick, subset or paper); notebooks and the CLI default to it."""
     profile = os.environ.get("LTH_PROFILE", "quick")
     if profile not in PROFILES:
         raise ValueError(f"LTH_PROFILE={profile!r}; use one of {', '.join(PROFILES)}.")
@@ -59,10 +68,19 @@ class Preset:
     paper: Profile
     quick: Profile
     dropout: float = 0.0
+    subset: Profile | None = None   # CIFAR-10 presets: converged training on the subset held here
+
+    @property
+    def profiles(self) -> tuple[str, ...]:
+        """The profiles this preset has: every one but `subset` where its dataset is complete here."""
+        return tuple(name for name in PROFILES if getattr(self, name) is not None)
 
     def profile(self, name: str) -> Profile:
         if name not in PROFILES:
             raise ValueError(f"unknown profile {name!r}; use one of {', '.join(PROFILES)}.")
+        if getattr(self, name) is None:
+            raise ValueError(f"{self.name} has no {name} profile (its dataset is complete here); "
+                             f"use quick or paper.")
         return getattr(self, name)
 
 
@@ -93,6 +111,21 @@ CIFAR_SUBSET = DataConfig("cifar10", train_examples=4_000, validation_size=500, 
 LAYERWISE_FC = PruningRule({"fc": 0.2, "output": 0.1})
 GLOBAL_CONV = PruningRule({"conv": 0.2}, scope="global")   # shortcut and output weights are not pruned
 
+# The subset profiles' (iterations, evaluation cadence) per round. 3,500 training images at batch 60 are
+# 58 iterations an epoch. Dense Conv-2 passes its validation-loss minimum near iteration 350 (6 epochs)
+# and Conv-6 near 400 (measured, bf16, 1 thread), then overfit; sparse tickets get there sooner and
+# random reinitializations later, so the rounds run two to three times that; an evaluation every 25
+# iterations (under half an epoch) resolves where the minimum is. Conv-4/6 get 800, not 1,000: a Conv-6
+# round is 2.5x a Conv-2 one here. Dropout slows learning and overfitting (the paper triples its
+# budget): twice as long. The deep networks train for the paper's epochs on the subset, schedules scaled.
+SUBSET = {"conv2": (1_000, 25), "conv4": (800, 25), "conv6": (800, 25), "dropout": (2_000, 50),
+          "vgg19": (8_750, 125),      # 112,480 iterations x 64 / 45,000 = 160 epochs of 3,500 images
+          "resnet18": (2_333, 50)}    # 30,000 x 128 / 45,000 = 85.3 epochs
+
+
+def bf16(config: TrainConfig) -> TrainConfig:
+    return replace(config, precision="bf16")
+
 
 def _lenet() -> Preset:
     paper = Profile(MNIST, TrainConfig("adam", 1.2e-3, 60, 50_000), LAYERWISE_FC, rounds=20, trials=5)
@@ -105,13 +138,15 @@ def _conv(depth: int, dropout: bool) -> Preset:
     iterations = {2: 20_000, 4: 25_000, 6: 30_000}[depth] * (3 if dropout else 1)
     rule = PruningRule({"conv": 0.15 if depth == 6 else 0.1, "fc": 0.2, "output": 0.1})
     paper = Profile(CIFAR, TrainConfig("adam", lr, 60, iterations), rule, rounds=24, trials=5)
-    # CPU-sized: a Conv-2 step at batch 60 is ~15 GFLOP (~0.13 s on 2 cores), so a round is ~25 s.
+    # CPU-sized: a Conv-2 step at batch 60 is ~15 GFLOP (~0.13 s on 2 cores in fp32), so a round is ~15 s in bf16.
     quick_iterations = {2: 160, 4: 120, 6: 100}[depth] * (2 if dropout else 1)
-    quick = Profile(CIFAR_SUBSET, scaled(paper.train, quick_iterations, 20), double_step(rule), rounds=2,
+    quick = Profile(CIFAR_SUBSET, bf16(scaled(paper.train, quick_iterations, 20)), double_step(rule), rounds=2,
                     trials=1, step=2)
+    subset = Profile(CIFAR_SUBSET, bf16(scaled(paper.train, *SUBSET["dropout" if dropout else f"conv{depth}"])),
+                     double_step(rule), rounds=6, trials=2, step=2)
     name = f"conv{depth}-cifar10" + ("-dropout" if dropout else "")
     what = f"Section 3, Figure {6 if dropout else 5}: Conv-{depth} on CIFAR-10" + (" with dropout 0.5" if dropout else "")
-    return Preset(name, what, f"conv{depth}", paper, quick, dropout=0.5 if dropout else 0.0)
+    return Preset(name, what, f"conv{depth}", paper, quick, dropout=0.5 if dropout else 0.0, subset=subset)
 
 
 # The deep networks (Section 4): SGD with momentum 0.9 and weight decay 1e-4, augmentation, global pruning
@@ -133,11 +168,13 @@ def _deep(model: str, variant: str) -> Preset:
     train = TrainConfig("sgd", lr, spec["batch"], spec["iterations"], weight_decay=1e-4, warmup=warmup,
                         milestones=spec["milestones"], report_at=spec["report_at"])
     paper = Profile(replace(CIFAR, augment=True), train, GLOBAL_CONV, rounds=20, trials=5)
-    quick = Profile(replace(CIFAR_SUBSET, augment=True), scaled(train, spec["quick_iterations"], spec["quick_eval"]),
+    quick = Profile(replace(CIFAR_SUBSET, augment=True), bf16(scaled(train, spec["quick_iterations"], spec["quick_eval"])),
                     double_step(GLOBAL_CONV), rounds=1, trials=1, step=2)
+    subset = Profile(replace(CIFAR_SUBSET, augment=True), bf16(scaled(train, *SUBSET[model])),
+                     double_step(GLOBAL_CONV), rounds=6, trials=2, step=2)
     what = f"lr {lr}" + (f" with {warmup // 1000}K warmup" if warmup else (", no warmup" if lr == 0.1 else ""))
     return Preset(f"{model}-cifar10{variant}", f"Section 4, Figure {spec['figure']}: {spec['name']}, global pruning, "
-                  f"{what}", model, paper, quick)
+                  f"{what}", model, paper, quick, subset=subset)
 
 
 PRESETS: dict[str, Preset] = {p.name: p for p in [

@@ -64,7 +64,7 @@ RECORDED_HERE = torch.__version__.split("+")[0] == "2.14.1" and torch.backends.c
 @pytest.mark.parametrize("preset, iterations, eval_every, data", [
     ("lenet-mnist", 30, 10, LENET_DATA), ("conv2-cifar10", 4, 2, CONV_DATA)], ids=["lenet", "conv2"])
 def test_an_fp32_round_is_bitwise_the_round_before_precision_existed(data_root, preset, iterations, eval_every, data):
-    exp = tiny(preset, iterations, eval_every, data)
+    exp = tiny(preset, iterations, eval_every, data, precision="fp32")   # CIFAR's quick is bf16 since
     assert exp.train.precision == "fp32" and not exp.train.channels_last
     curves = dense_round(exp, load_splits(exp.data))["curves"]
     assert {k: v for k, v in curves.items() if k != "iteration"} == BEFORE[exp.model]
@@ -165,12 +165,13 @@ def test_precision_is_in_the_key_only_when_bf16():
               ("conv2-cifar10", "quick"): ("223bfc44f8", "31285ff823"),
               ("resnet18-cifar10", "paper"): ("2eace67e22", "41071a8c44")}
     for (preset, profile), hashes in before.items():
-        exp = experiment(preset, profile)
+        exp = experiment(preset, profile, train={"precision": "fp32"})   # CIFAR's quick is bf16 by default now
         assert (key_hash(exp.dense_key()), key_hash(exp.ticket_key())) == hashes
         assert not {"precision", "channels_last"} & set(exp.dense_key()["train"])
-        assert experiment(preset, profile, train={"precision": "fp32"}) == exp
-    conv = experiment("conv2-cifar10", "quick", train={"precision": "bf16"})
-    assert conv.dense_key()["train"] == {**experiment("conv2-cifar10", "quick").dense_key()["train"],
+    assert experiment("lenet-mnist", "quick") == experiment("lenet-mnist", "quick", train={"precision": "fp32"})
+    conv = experiment("conv2-cifar10", "quick")
+    assert conv == experiment("conv2-cifar10", "quick", train={"precision": "bf16"})
+    assert conv.dense_key()["train"] == {**experiment("conv2-cifar10", "quick", train={"precision": "fp32"}).dense_key()["train"],
                                          "precision": "bf16", "channels_last": True}
     assert conv.ticket_key()["train"] == conv.dense_key()["train"]
     lenet = experiment("lenet-mnist", "quick", train={"precision": "bf16"})
@@ -181,7 +182,7 @@ def test_precision_is_in_the_key_only_when_bf16():
 
 
 def test_summaries_record_precision_only_when_not_fp32():
-    fp32 = summary_of([(experiment("conv2-cifar10", "quick"), [])], 1)["config"]["train"]
+    fp32 = summary_of([(experiment("conv2-cifar10", "quick", train={"precision": "fp32"}), [])], 1)["config"]["train"]
     bf16 = summary_of([(experiment("conv2-cifar10", "quick", train={"precision": "bf16"}), [])], 1)["config"]["train"]
     assert "precision" not in fp32 and "channels_last" not in fp32   # as summaries were before precision
     assert {k: v for k, v in bf16.items() if k not in ("precision", "channels_last")} == fp32

@@ -155,7 +155,7 @@ def test_quick_rates_are_the_double_step_and_land_on_even_paper_rounds(name):
 def test_each_profile_prunes_the_paper_rule_stepped_by_its_rounds(name):
     preset = get_preset(name)
     assert (preset.paper.step, preset.quick.step) == (1, 2)
-    for profile in PROFILES:
+    for profile in preset.profiles:
         prof = preset.profile(profile)
         assert prof.pruning == stepped(preset.paper.pruning, prof.step)
 
@@ -219,6 +219,40 @@ def test_quick_keeps_everything_but_budget_steps_and_cifar_subset(name):
     assert quick.rounds >= 1 and quick.trials >= 1
 
 
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_subset_profile_is_the_papers_recipe_converged_on_the_cifar_subset(name):
+    preset = get_preset(name)
+    if preset.paper.data.dataset != "cifar10":   # MNIST is complete here: no subset profile, one clear line
+        assert preset.subset is None and preset.profiles == ("quick", "paper")
+        with pytest.raises(ValueError, match="lenet-mnist has no subset profile.*use quick or paper"):
+            experiment(name, "subset")
+        return
+    paper, quick, subset = preset.paper, preset.quick, preset.subset
+    assert preset.profiles == PROFILES
+    for field in ("optimizer", "lr", "batch_size", "momentum", "weight_decay", "gamma"):
+        assert getattr(subset.train, field) == getattr(paper.train, field), field
+    assert subset.data == quick.data and subset.pruning == quick.pruning and subset.step == 2
+    # converged: many times quick's budget; an evaluation at least every half epoch of 3,500 images
+    assert subset.train.iterations >= 5 * quick.train.iterations
+    assert subset.train.eval_every * subset.train.batch_size <= 3_500 or preset.model in ("vgg19", "resnet18")
+    assert subset.train.iterations % subset.train.eval_every == 0 or preset.model in ("vgg19", "resnet18")
+    scale = subset.train.iterations / paper.train.iterations
+    assert subset.train.milestones == tuple(round(m * scale) for m in paper.train.milestones)
+    assert subset.train.warmup == round(paper.train.warmup * scale)
+    assert subset.trials >= 2 and ladder(name, subset.rounds, "subset") <= 0.11   # down to Pm of about 10%
+    # bf16 on every CIFAR profile but the paper's (fp32, as the paper trained); channels-last on the conv nets
+    assert (quick.train.precision, subset.train.precision, paper.train.precision) == ("bf16", "bf16", "fp32")
+    assert experiment(name, "subset").train.channels_last and not experiment(name, "paper").train.channels_last
+    assert experiment(name, "subset", train={"precision": "fp32"}).train == replace(subset.train, precision="fp32")
+
+
+def test_subset_deep_networks_train_the_papers_epochs():
+    # VGG-19: 112,480 x 64 / 45,000 = 160 epochs = 8,750 iterations of 64 on 3,500 images; ResNet: 85.3 epochs
+    vgg, resnet = get_preset("vgg19-cifar10").subset.train, get_preset("resnet18-cifar10-warmup").subset.train
+    assert vgg.iterations == 8_750 and vgg.milestones == (4_376, 6_564)   # epochs 80 and 120
+    assert resnet.iterations == 2_333 and resnet.warmup == 1_555 and resnet.milestones == (1_555, 1_944)
+
+
 def test_quick_vgg_schedule_keeps_the_epoch_fractions():
     quick = get_preset("vgg19-cifar10-warmup").quick.train
     assert (quick.iterations, quick.milestones) == (20, (10, 15))  # epochs 80 and 120 of 160
@@ -238,9 +272,11 @@ def test_profile_switch(monkeypatch):
     assert exp.train == get_preset("lenet-mnist").paper.train and exp.profile == "paper"
     assert experiment("lenet-mnist", "quick").profile == "quick"  # an explicit profile wins
     monkeypatch.setenv("LTH_PROFILE", "fast")
-    with pytest.raises(ValueError, match="LTH_PROFILE='fast'.*quick, paper"):
+    with pytest.raises(ValueError, match="LTH_PROFILE='fast'.*quick, subset, paper"):
         current_profile()
-    assert PROFILES == ("quick", "paper")
+    assert PROFILES == ("quick", "subset", "paper")
+    monkeypatch.setenv("LTH_PROFILE", "subset")
+    assert experiment("conv2-cifar10").train == replace(get_preset("conv2-cifar10").subset.train, channels_last=True)
 
 
 def test_unknown_names():
@@ -317,7 +353,7 @@ def test_output_follows_fc_only_where_the_paper_prunes_it_at_half():
     ("resnet18-cifar10", {"output": 0.1}, "one rate"),
 ])
 def test_bad_rate_overrides_are_rejected(preset, rates, message):
-    for profile in PROFILES:
+    for profile in get_preset(preset).profiles:
         with pytest.raises(ValueError, match=message):
             experiment(preset, profile, rates=rates)
 

@@ -245,8 +245,8 @@ def test_a_failing_chain_is_named_and_the_rest_of_the_grid_finishes(data_root, t
 @pytest.mark.parametrize("argv, message", [
     (["sweep"], "name at least one preset"),
     (["sweep", "lenet-mnst"], "unknown preset 'lenet-mnst'"),
-    (["sweep", "lenet-mnist", "--control", "reinit,bogus"], "--control takes none or reinit or random"),
-    (["sweep", "lenet-mnist", "--profile", "fast"], "--profile takes quick or paper"),
+    (["sweep", "lenet-mnist", "--control", "reinit,bogus"], "--control takes none, reinit, random"),
+    (["sweep", "lenet-mnist", "--profile", "fast"], "--profile takes quick, subset or paper"),
     (["sweep", "lenet-mnist", "--strategy", "reset,rewind"], "unknown strategy 'rewind'"),
     (["sweep", "lenet-mnist", "--rounds", "-1"], "--rounds must be >= 0"),
     (["sweep", "lenet-mnist", "--cpus-per-task", "0"], "--cpus-per-task must be >= 1"),
