@@ -112,13 +112,13 @@ LAYERWISE_FC = PruningRule({"fc": 0.2, "output": 0.1})
 GLOBAL_CONV = PruningRule({"conv": 0.2}, scope="global")   # shortcut and output weights are not pruned
 
 # The subset profiles' (iterations, evaluation cadence) per round. 3,500 training images at batch 60 are
-# 58 iterations an epoch. Dense Conv-2 passes its validation-loss minimum near iteration 350 (6 epochs)
-# and Conv-6 near 400 (measured, bf16, 1 thread), then overfit; sparse tickets get there sooner and
-# random reinitializations later, so the rounds run two to three times that; an evaluation every 25
-# iterations (under half an epoch) resolves where the minimum is. Conv-4/6 get 800, not 1,000: a Conv-6
-# round is 2.5x a Conv-2 one here. Dropout slows learning and overfitting (the paper triples its
-# budget): twice as long. The deep networks train for the paper's epochs on the subset, schedules scaled.
-SUBSET = {"conv2": (1_000, 25), "conv4": (800, 25), "conv6": (800, 25), "dropout": (2_000, 50),
+# 58 iterations an epoch. Dense Conv-2, Conv-4 and Conv-6 pass their validation-loss minimum near
+# iterations 350, 325 and 400 (6-7 epochs; bf16, 1 thread) and overfit after; sparse tickets get there
+# sooner and random reinitializations later, so rounds run 1.5-3x the dense minimum, less for the costly
+# nets (a Conv-6 round is 2.5x a Conv-2 one here); an evaluation every 25 iterations (under half an
+# epoch) resolves where the minimum is. Dropout slows learning and overfitting (the paper triples its
+# budget): twice as long. The deep networks train the paper's epochs on the subset, schedules scaled.
+SUBSET = {"conv2": (1_000, 25), "conv4": (800, 25), "conv6": (600, 25), "dropout": (2_000, 50),
           "vgg19": (8_750, 125),      # 112,480 iterations x 64 / 45,000 = 160 epochs of 3,500 images
           "resnet18": (2_333, 50)}    # 30,000 x 128 / 45,000 = 85.3 epochs
 
