@@ -2,7 +2,9 @@
 
 Owns: `frame` (a summary as a pandas DataFrame, one row per trial x series x round, with every metric
 and the per-kind densities), `aggregate` (mean, min and max over trials per series and round),
-`table` (what a reader is shown, the spread named in its column header), its renderings (markdown,
+`table` (what a reader is shown, the spread named in its column header), the two questions a claim
+asks of them (`early_stops`: did the rounds pass their minimum before the end; `beyond_spread`: is a
+gap larger than the spread of trials), its renderings (markdown,
 HTML, CSV: all pandas), `provenance` (what made the numbers), and summary files (save, load, merge).
 Density is the paper's Pm: the fraction of all weights that remain, never-pruned kinds included.
 `runner.run_grid` makes the summaries; nothing here trains.
@@ -158,6 +160,42 @@ def table(data: dict | pd.DataFrame, metrics: dict[str, str] | None = None) -> p
         shown[f"{name}, {spread_name(trials)}" if trials > 1 else name] = cells
     shown["trials"] = agg["trials"]
     return shown
+
+
+def early_stops(summary: dict) -> pd.DataFrame:
+    """Per series: how many of its rounds (every trial's) early-stop before their last evaluation, so
+    that their validation loss passed its minimum within the round, and how many at it (still improving
+    when training ended: the early-stop iteration then measures the budget, not the network)."""
+    df = frame(summary)
+    last = summary["config"]["train"]["iterations"]
+    df["before the end"] = df["early_stop_iteration"] < last
+    out = df.groupby("series", observed=True)["before the end"].agg(["sum", "size"]).reset_index()
+    out.columns = ["series", "before the end", "rounds"]
+    out["at the last evaluation"] = out["rounds"] - out["before the end"]
+    return out[["series", "rounds", "before the end", "at the last evaluation"]]
+
+
+def beyond_spread(data: dict | pd.DataFrame, metric: str, series: str, versus: str | None = None) -> pd.DataFrame:
+    """Per round both hold: `series` against `versus` (another series at the same round; None: the dense
+    network, round 0 of the winning ticket) on `metric`. `gap` is the difference of the means; `verdict`
+    is "above" when every trial of `series` is above every trial of the other, "below" when every one is
+    below, else "within the spread": the only claim a few trials support without a model of the noise."""
+    agg = aggregate(data).set_index(["series", "round"])
+    mine = agg.loc[series]
+    if versus is None:
+        dense = agg.loc[("winning ticket", 0)]
+        other = pd.DataFrame({c: dense[c] for c in (metric, f"{metric}_min", f"{metric}_max")}, index=mine.index)
+        mine = mine.drop(index=0, errors="ignore")   # the dense network against itself
+    else:
+        other = agg.loc[versus]
+    rounds = mine.index.intersection(other.index)
+    mine, other = mine.loc[rounds], other.loc[rounds]
+    verdict = pd.Series("within the spread", index=rounds)
+    verdict[mine[f"{metric}_min"] > other[f"{metric}_max"]] = "above"
+    verdict[mine[f"{metric}_max"] < other[f"{metric}_min"]] = "below"
+    return pd.DataFrame({"round": rounds, "density": mine["density"].to_numpy(), series: mine[metric].to_numpy(),
+                         versus or "dense": other[metric].to_numpy(), "gap": (mine[metric] - other[metric]).to_numpy(),
+                         "verdict": verdict.to_numpy()})
 
 
 def to_markdown(data: dict | pd.DataFrame) -> str:

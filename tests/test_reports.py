@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from lth_tutorial.reports import provenance
+from lth_tutorial.reports import beyond_spread, early_stops, provenance
 from lth_tutorial.store import environment
 from lth_tutorial.training import set_deterministic
 
@@ -119,3 +119,27 @@ def test_splits_loaded_for_another_data_config_are_refused(tmp_path):
         run_grid("lenet-mnist", "quick", rounds=0, trials=1, splits=wrong, store=None)
     with pytest.raises(SplitsMismatch, match="were loaded for None"):
         run_grid("lenet-mnist", "quick", rounds=0, trials=1, splits=Splits(None, None, None))
+
+
+def test_early_stops_count_the_rounds_that_passed_their_minimum():
+    summary = {**_toy_summary(), "config": {"train": {"iterations": 210}}}
+    # ticket early stops: trial 0 at 100, 200; trial 1 at 110, 210 (the last evaluation); reinit 200, 210
+    counts = early_stops(summary).set_index("series")
+    assert counts.loc["winning ticket"].tolist() == [4, 3, 1]
+    assert counts.loc["random reinit"].tolist() == [2, 1, 1]
+
+
+def test_beyond_spread_says_above_only_when_every_trial_is():
+    summary = _toy_summary()
+    # round 1: ticket 0.91 / 0.93, reinit 0.81 / 0.83: every ticket trial above every reinit trial
+    vs_reinit = beyond_spread(summary, "early_stop_test_accuracy", "winning ticket", "random reinit")
+    assert vs_reinit["round"].tolist() == [1] and vs_reinit["verdict"].tolist() == ["above"]
+    assert vs_reinit["gap"].iloc[0] == pytest.approx(0.10)
+    # against the dense network (round 0: 0.90 / 0.92): 0.91 / 0.93 overlap it
+    vs_dense = beyond_spread(summary, "early_stop_test_accuracy", "winning ticket")
+    assert vs_dense["verdict"].tolist() == ["within the spread"] and vs_dense["gap"].iloc[0] == pytest.approx(0.01)
+    # early stopping: ticket round 1 at 200 / 210 against dense 100 / 110; reinit below the ticket? no: equal
+    assert beyond_spread(summary, "early_stop_iteration", "winning ticket")["verdict"].tolist() == ["above"]
+    assert beyond_spread(summary, "early_stop_iteration", "random reinit", "winning ticket")["verdict"].tolist() == \
+        ["within the spread"]
+    assert beyond_spread(summary, "early_stop_test_accuracy", "random reinit")["verdict"].tolist() == ["below"]
