@@ -373,6 +373,19 @@ def test_the_structured_grid_file_parses_and_validates():
     assert {e.control_rounds for e in cell["experiments"] if e.control != "none"} == {(4, 8)}
 
 
+def test_the_subset_grid_file_is_what_the_committed_subset_results_hold():
+    """docs/sweeps/subset.toml made results/subset (issue 16): the file and the results agree."""
+    root = Path(__file__).resolve().parent.parent
+    cells = [c for g in load_grids(root / "docs" / "sweeps" / "subset.toml") for c in g.cells()]
+    assert [c["preset"] for c in cells] == ["conv2-cifar10", "conv4-cifar10", "conv6-cifar10"]
+    for cell in cells:
+        summary = json.loads((root / "results" / "subset" / f"{cell['preset']}-subset.json").read_text())
+        assert (summary["profile"], summary["trials"], summary["rounds"]) == ("subset", [0, 1], 6)
+        held = {(run["trial"], run["control"]): [r["round"] for r in run["rounds"]] for run in summary["runs"]}
+        assert held == {(e.trial, e.control): e.wanted_rounds(6) for e in cell["experiments"]}
+        assert summary["config"]["train"]["precision"] == "bf16"
+
+
 def test_without_ray_the_sweep_says_how_to_install_it(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "ray", None)   # `import ray` now fails as on a machine without it
     assert main(["sweep", "lenet-mnist", *GRID]) == 2
