@@ -49,9 +49,10 @@ def _oneshot(text: str | None) -> tuple[float, ...]:
 def cmd_list(args) -> None:
     width = max(len(n) for n in PRESETS)
     for preset in PRESETS.values():
-        q = preset.quick
+        q, sub = preset.quick, preset.subset
+        subset = f"; subset: {sub.train.iterations} it/round, {sub.rounds} rounds" if sub else ""
         print(f"{preset.name:<{width}}  {preset.reproduces}  [quick: {q.train.iterations} it/round, "
-              f"{q.rounds} rounds, {q.trials} trials]")
+              f"{q.rounds} rounds, {q.trials} trials{subset}]")
 
 
 def cmd_models(args) -> None:
