@@ -202,3 +202,11 @@ def test_divergence_is_one_line_naming_the_fix(tiny_runs, tmp_path, capsys):
     err = capsys.readouterr().err.rsplit("\r", 1)[-1]   # what a terminal shows once the bar is erased
     assert err.startswith("lth: error: training diverged at iteration 10 (loss nan); lower the learning rate")
     assert err.count("\n") == 1
+
+
+def test_list_names_the_subset_profile_where_a_preset_has_one(capsys):
+    assert main(["list"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert lines["lenet-mnist"].endswith("[quick: 3000 it/round, 8 rounds, 2 trials]")   # MNIST is complete: none
+    assert lines["conv2-cifar10"].endswith("[quick: 160 it/round, 2 rounds, 1 trials; subset: 1000 it/round, 6 rounds]")
+    assert all("subset:" in line for name, line in lines.items() if "cifar10" in name)
