@@ -379,7 +379,7 @@ def test_the_subset_grid_file_is_what_the_committed_subset_results_hold():
     cells = [c for g in load_grids(root / "docs" / "sweeps" / "subset.toml") for c in g.cells()]
     assert [c["preset"] for c in cells] == ["conv2-cifar10", "conv4-cifar10", "conv6-cifar10"]
     for cell in cells:
-        summary = json.loads((root / "results" / "subset" / f"{cell['preset']}-subset.json").read_text())
+        summary = json.loads((root / "results" / "subset" / f"{cell['preset']}-subset-reset.json").read_text())
         assert (summary["profile"], summary["trials"], summary["rounds"]) == ("subset", [0, 1], 6)
         held = {(run["trial"], run["control"]): [r["round"] for r in run["rounds"]] for run in summary["runs"]}
         assert held == {(e.trial, e.control): e.wanted_rounds(6) for e in cell["experiments"]}
